@@ -17,10 +17,13 @@ END = "<!-- tables:end -->"
 
 
 def table_reference() -> str:
-    """Markdown: for every table, its description, key, write policy and columns."""
+    """Markdown: for every table, its description, key (and who enforces it), write policy
+    and columns."""
     out = []
     for spec in TABLES.values():
         key = ", ".join(f"`{k}`" for k in spec.key) or "none"
+        if spec.key and not spec.enforce_key_in_db:
+            key += " (kept unique by scalefit's writes, not by a DuckDB `PRIMARY KEY`)"
         out.append(f"### `{spec.name}`\n\n{spec.description} Key: {key}; writes: {spec.policy}.\n")
         out.append("| column | type | null | description |\n|---|---|---|---|")
         types = column_types(spec)

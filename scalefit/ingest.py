@@ -40,7 +40,9 @@ Re-ingesting
 - Any other change replaces that file's observations in one transaction.
 - Duplicated ``(run_id, metric, step)`` in a file: the last row wins (a resumed run re-logs
   its steps); earlier ones go to ``quarantine`` saying which row superseded them. Across
-  files, the later ingest wins (``observations`` is upserted on its key).
+  files, the later ingest wins: ``observations`` is upserted on its key, by deleting the
+  stored rows with the file's keys before inserting. scalefit, not a DuckDB PRIMARY KEY,
+  keeps that key unique (an index over millions of rows cost as much as the load itself).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class _ObservationRows(ObservationSchema):
     """``observations`` as read from a file: with the file's ``row_number``, and without the
     per-frame key check, since within a file the last duplicate wins (checked file-wide
     after all chunks) where the frame check would reject both copies and could not see
-    across chunks. The table's primary key still holds."""
+    across chunks. The table's key still holds: the file is made free of duplicates before
+    its rows are written."""
 
     row_number: int = pa.Field(ge=1, description="1-based data row of the file.")
 
@@ -834,8 +837,11 @@ def _write(
             return 0, ()
         store.write(con, "runs", pl.DataFrame([runs.good[r] for r in run_ids]))
         rows_ok = store.run(con, f"SELECT count(*) FROM {_STAGE}")[0][0]
-        # `observations` is upserted on its key (its declared policy). When none of these
-        # runs has observations yet, nothing can conflict, and a plain insert is faster.
+        # `observations` is upserted on its key (its declared policy), which scalefit, not
+        # a PRIMARY KEY, keeps unique: the staged rows are free of duplicates (proved by
+        # `_UniqueKeys` or made so by `_supersede_duplicates`), so deleting the stored rows
+        # with their keys and inserting keeps it. When none of these runs has observations
+        # yet, nothing can clash and the delete is skipped.
         assert TABLES["observations"].policy == "upsert"
         clash = store.run(
             con,
@@ -843,10 +849,16 @@ def _write(
             "WHERE run_id IN (SELECT unnest(?)) LIMIT 1)",
             [list(run_ids)],
         )[0][0]
-        verb = "INSERT OR REPLACE" if clash else "INSERT"
+        if clash:
+            store.run(
+                con,
+                f"""DELETE FROM observations USING {_STAGE} s
+                WHERE observations.run_id = s.run_id AND observations.metric = s.metric
+                  AND observations.step = s.step""",
+            )
         store.run(
             con,
-            f"{verb} INTO observations ({obs_cols}, ingest_id) SELECT {obs_cols}, ? FROM {_STAGE}",
+            f"INSERT INTO observations ({obs_cols}, ingest_id) SELECT {obs_cols}, ? FROM {_STAGE}",
             [base["ingest_id"]],
         )
         store.run(

@@ -67,8 +67,10 @@ def column_types(spec: TableSpec) -> dict[str, str]:
 def ddl(spec: TableSpec) -> list[str]:
     """``CREATE TABLE`` and ``COMMENT`` statements for ``spec``, generated from its schema.
 
-    Non-nullable columns are ``NOT NULL``; a keyed table gets its key as ``PRIMARY KEY`` so
-    that DuckDB itself guarantees no duplicates.
+    Non-nullable columns are ``NOT NULL``. A keyed table gets its key as ``PRIMARY KEY``, so
+    that DuckDB itself guarantees no duplicates, unless its spec leaves the key to scalefit
+    (``enforce_key_in_db=False``: :func:`write` and the ingest keep it unique, without the
+    cost of DuckDB's key index).
     """
     schema = spec.schema.to_schema()
     types = column_types(spec)
@@ -76,7 +78,7 @@ def ddl(spec: TableSpec) -> list[str]:
     for name, col in schema.columns.items():
         null = "" if col.nullable else " NOT NULL"
         cols.append(f"    {_ident(name)} {types[name]}{null}")
-    if spec.key:
+    if spec.key and spec.enforce_key_in_db:
         cols.append(f"    PRIMARY KEY ({', '.join(_ident(k) for k in spec.key)})")
     stmts = [f"CREATE TABLE IF NOT EXISTS {_ident(spec.name)} (\n" + ",\n".join(cols) + "\n)"]
     stmts.append(f"COMMENT ON TABLE {_ident(spec.name)} IS {_sql_string(spec.description)}")
@@ -188,16 +190,29 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                     run(con, f"ALTER TABLE {_ident(spec.name)} ADD COLUMN {_ident(name)} {sqltype}")
 
 
+_IN_TRANSACTION: set[int] = set()
+"""``id()`` of the connections inside :func:`transaction` (DuckDB cannot be asked: a second
+``BEGIN`` aborts the open transaction)."""
+
+
 @contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """Run the block in one transaction: committed whole, or rolled back whole."""
     run(con, "BEGIN TRANSACTION")
+    _IN_TRANSACTION.add(id(con))
     try:
         yield con
     except BaseException:
+        _IN_TRANSACTION.discard(id(con))
         run(con, "ROLLBACK")
         raise
+    _IN_TRANSACTION.discard(id(con))
     run(con, "COMMIT")
+
+
+def _atomic(con: duckdb.DuckDBPyConnection) -> contextlib.AbstractContextManager:
+    """A transaction for the block, unless the caller's :func:`transaction` is open."""
+    return contextlib.nullcontext(con) if id(con) in _IN_TRANSACTION else transaction(con)
 
 
 def write(
@@ -210,7 +225,13 @@ def write(
 ) -> int:
     """Write ``frame`` to ``table`` according to the table's declared write policy.
 
-    Call inside :func:`transaction` when several writes must land together.
+    One write is atomic (it opens a transaction unless it runs inside :func:`transaction`);
+    call it inside :func:`transaction` when several writes must land together.
+
+    An ``upsert`` replaces the rows whose key is in ``frame``: with ``INSERT OR REPLACE``
+    when DuckDB holds the key (a ``PRIMARY KEY``), else by deleting those keys first and
+    then inserting (``enforce_key_in_db=False``), which keeps the key unique as long as
+    rows reach the table through scalefit.
 
     Parameters
     ----------
@@ -231,6 +252,11 @@ def write(
     -------
     int
         Rows written.
+
+    Raises
+    ------
+    StoreError
+        A row is invalid, or ``frame`` repeats a key that DuckDB does not enforce.
     """
     spec = TABLES[table]
     if validate:
@@ -244,19 +270,30 @@ def write(
         frame = checked.valid
     else:
         frame = frame.select(spec.columns)
+    scalefit_key = spec.key and spec.policy == "upsert" and not spec.enforce_key_in_db
+    if scalefit_key and frame.select(pl.struct(spec.key).is_duplicated().any()).item():
+        # No PRIMARY KEY would catch a key repeated within the frame.
+        first = frame.filter(pl.struct(spec.key).is_duplicated()).select(spec.key).row(0)
+        raise StoreError(f"rows for `{table}` repeat the key {spec.key} = {first}")
     name = f"_incoming_{table}"
+    target = _ident(table)
+    cols = ", ".join(_ident(c) for c in spec.columns)
     con.register(name, frame)
     try:
-        cols = ", ".join(_ident(c) for c in spec.columns)
-        if spec.policy == "replace" or replace_where:
-            where = f" WHERE {replace_where}" if replace_where else ""
-            run(con, f"DELETE FROM {_ident(table)}{where}")
-        if spec.policy == "replace":
-            run(con, f"INSERT INTO {_ident(table)} ({cols}) SELECT {cols} FROM {name}")
-        elif spec.policy == "upsert":
-            run(con, f"INSERT OR REPLACE INTO {_ident(table)} ({cols}) SELECT {cols} FROM {name}")
-        else:
-            run(con, f"INSERT INTO {_ident(table)} ({cols}) SELECT {cols} FROM {name}")
+        with _atomic(con):
+            if spec.policy == "replace" or replace_where:
+                where = f" WHERE {replace_where}" if replace_where else ""
+                run(con, f"DELETE FROM {target}{where}")
+            verb = "INSERT"
+            if scalefit_key:
+                match = " AND ".join(
+                    f"{target}.{_ident(k)} IS NOT DISTINCT FROM {name}.{_ident(k)}"
+                    for k in spec.key
+                )
+                run(con, f"DELETE FROM {target} USING {name} WHERE {match}")
+            elif spec.policy == "upsert":
+                verb = "INSERT OR REPLACE"
+            run(con, f"{verb} INTO {target} ({cols}) SELECT {cols} FROM {name}")
     finally:
         con.unregister(name)
     return frame.height

@@ -19,13 +19,22 @@ WritePolicy = Literal["replace", "upsert", "append"]
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """A table of the SQL interface: its name, schema, key and write policy."""
+    """A table of the SQL interface: its name, schema, key and write policy.
+
+    ``key`` is the table's logical key: no two rows share it. ``enforce_key_in_db`` says who
+    keeps it unique. True (the default): DuckDB, through a ``PRIMARY KEY`` in the generated
+    DDL, which also rejects a duplicate written outside scalefit. False: scalefit's write
+    paths (:func:`scalefit.store.write` deletes the incoming keys before it inserts, and the
+    ingest proves each file free of duplicates), for a big table where DuckDB's key index
+    (ART) would cost as much as reading the data; plain SQL inserts are then unchecked.
+    """
 
     name: str
     schema: type[pa.DataFrameModel]
     key: tuple[str, ...]
     policy: WritePolicy
     description: str
+    enforce_key_in_db: bool = True
 
     @property
     def columns(self) -> list[str]:
