@@ -8,14 +8,18 @@ schedule with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from scalefit import fit as fitting
 from scalefit import pipeline
-from scalefit.config import load_settings
+from scalefit.config import Settings, load_settings
 
 # Steps write to the store, so none is cached. I/O steps retry once on a transient fault
 # (another process holding the DuckDB file past the store's own bounded wait, a full disk).
@@ -32,6 +36,37 @@ comparisons_table = task(name="comparisons_table", cache_policy=NO_CACHE)(
     pipeline.comparisons_table
 )
 fits_markdown = task(name="fits_markdown", cache_policy=NO_CACHE)(pipeline.fits_markdown)
+# Pure computation, no store access: safe to run on any worker, in any process.
+bootstrap_job = task(name="bootstrap_job", cache_policy=NO_CACHE)(fitting.run_bootstrap_job)
+
+
+def map_on_task_runner(
+    fn: Callable[[fitting.BootstrapJob], fitting.BootstrapRefits],
+    jobs: Sequence[fitting.BootstrapJob],
+) -> list[fitting.BootstrapRefits]:
+    """A :data:`scalefit.fit.BootstrapMap` that runs each job as a Prefect task on the
+    current flow's task runner (threads, or a Dask cluster), in order."""
+    job_task = bootstrap_job if fn is fitting.run_bootstrap_job else task(cache_policy=NO_CACHE)(fn)
+    return [future.result() for future in job_task.map(list(jobs))]
+
+
+def task_runner_for(settings: Settings) -> TaskRunner:
+    """The task runner the ``[scale]`` settings ask for (see ``scalefit.config``)."""
+    workers = settings.workers or os.cpu_count() or 1
+    if settings.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner  # the `dask` extra; checked by load_settings
+
+        if settings.dask_address:
+            return DaskTaskRunner(address=settings.dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    return ThreadPoolTaskRunner(max_workers=workers)
 
 
 def _run_each(
@@ -46,6 +81,35 @@ def _run_each(
         else:
             results[name] = state.result()
     return results
+
+
+@flow(name="fit-laws", log_prints=False, validate_parameters=False)
+def fit_laws(
+    fit_runs: dict[str, tuple[Path, str, str]],
+    where: str,
+    n_bootstrap: int,
+    seed: int,
+    resample: str,
+    jobs: int,
+) -> tuple[dict[str, pipeline.FitInfo], dict[str, str]]:
+    """Fit and save each (project, law); bootstrap jobs run on this flow's task runner.
+
+    Returns the results by name and the errors of the fits that failed.
+    """
+    errors: dict[str, str] = {}
+    results = _run_each(
+        "fit",
+        fit_runs,
+        fit_law,
+        errors,
+        where=where,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        resample=resample,
+        bootstrap_jobs=jobs,
+        bootstrap_map=map_on_task_runner,
+    )
+    return results, errors
 
 
 @flow(name="refresh", log_prints=False)
@@ -84,20 +148,26 @@ def refresh(
         ingest_logs,
         errors,
     )
-    steps["fits"] = _run_each(
-        "fit",
-        {
-            f"{project}/{law}": (db, project, law)
-            for project in fit_projects(db, settings.fit_where)
-            for law in settings.fit_laws
-        },
-        fit_law,
-        errors,
-        where=settings.fit_where,
-        n_bootstrap=settings.bootstrap,
-        seed=settings.seed,
-        resample=settings.resample,
-    )
+    fit_runs = {
+        f"{project}/{law}": (db, project, law)
+        for project in fit_projects(db, settings.fit_where)
+        for law in settings.fit_laws
+    }
+    if fit_runs:
+        # A subflow, so that its task runner (where the bootstrap jobs go) comes from the
+        # settings of this run, not from the decorator.
+        fit_stage = fit_laws.with_options(task_runner=task_runner_for(settings))
+        steps["fits"], fit_errors = fit_stage(
+            fit_runs,
+            where=settings.fit_where,
+            n_bootstrap=settings.bootstrap,
+            seed=settings.seed,
+            resample=settings.resample,
+            jobs=settings.jobs,
+        )
+        errors.update(fit_errors)
+    else:
+        steps["fits"] = {}
     for name, result in steps["fits"].items():
         if result.status == "skipped":
             logger.warning("fit %s skipped: %s", name, result.message)

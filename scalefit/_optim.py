@@ -23,6 +23,7 @@ which is scale-free.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,7 +101,15 @@ class LSEAffineModel:
         ]
         self._R2 = np.ascontiguousarray(np.concatenate(outer, axis=0))
         self._R2diag = np.ascontiguousarray(self._R2[:, iu == ju])
-        self._scratch: tuple[Array, Array] | None = None
+        self._scratch = threading.local()
+
+    def __getstate__(self) -> dict:
+        # Scratch buffers belong to one thread of one process: never ship them.
+        return {k: v for k, v in self.__dict__.items() if k != "_scratch"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
     def _z(self, theta: Array) -> list[Array]:
         # One contiguous (S, n) array per term: reductions over a short trailing axis of
@@ -190,11 +199,14 @@ class LSEAffineModel:
 
     def _buffers(self, s: int) -> tuple[Array, Array]:
         """Scratch arrays for :meth:`huber_derivatives`, kept between calls: allocating a
-        few MB per call costs more in page faults than the arithmetic that fills them."""
+        few MB per call costs more in page faults than the arithmetic that fills them. One
+        set per thread, so that threads sharing a model (bootstrap jobs on a thread pool) do
+        not overwrite each other's."""
         n, k, _ = self.J.shape
-        if self._scratch is None or self._scratch[0].shape[0] < s:
-            self._scratch = (np.empty((s, k, n)), np.empty((2, s, len(self._pairs), n)))
-        b1, b2 = self._scratch
+        bufs = getattr(self._scratch, "bufs", None)
+        if bufs is None or bufs[0].shape[0] < s:
+            bufs = self._scratch.bufs = (np.empty((s, k, n)), np.empty((2, s, len(self._pairs), n)))
+        b1, b2 = bufs
         return b1[:s], b2[:, :s]
 
     def _symmetric(self, upper: Array) -> Array:

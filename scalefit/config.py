@@ -18,6 +18,13 @@ Example (every key optional; shown with its default)::
     seed = 0
     resample = "runs"           # points | runs | params
 
+    [scale]
+    task_runner = "threads"     # where bootstrap jobs run: threads | dask
+    jobs = 1                    # bootstrap jobs per fit (its resamples split evenly)
+    workers = 0                 # threads, or local Dask worker processes (0 = one per core)
+    dask_address = ""           # a running Dask scheduler, e.g. "tcp://10.0.0.5:8786";
+                                # "" with task_runner = "dask" starts a local cluster
+
     [upstream]
     offline = false             # true: never download, use the cache only
     cache = ""                  # "" = $SCALEFIT_CACHE or ~/.cache/scalefit/upstream
@@ -31,6 +38,7 @@ Relative paths are relative to the file's folder.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -40,6 +48,9 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_FILE = "scalefit.toml"
+
+TASK_RUNNERS = ("threads", "dask")
+"""Where a refresh runs its bootstrap jobs (``[scale] task_runner``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,10 @@ class Settings:
     bootstrap: int = 200
     seed: int = 0
     resample: str = "runs"
+    task_runner: str = "threads"
+    jobs: int = 1
+    workers: int = 0
+    dask_address: str = ""
     offline: bool = False
     cache: Path | None = None
     cron: str = "0 3 * * *"
@@ -77,6 +92,12 @@ _KEYS = {
         "seed": "seed",
         "resample": "resample",
     },
+    "scale": {
+        "task_runner": "task_runner",
+        "jobs": "jobs",
+        "workers": "workers",
+        "dask_address": "dask_address",
+    },
     "upstream": {"offline": "offline", "cache": "cache"},
     "schedule": {"cron": "cron", "timezone": "timezone"},
 }
@@ -93,6 +114,22 @@ def _check_settings(settings: Settings, where: str) -> Settings:
         raise ConfigError(f"{where}: `fit.resample` must be one of {', '.join(RESAMPLE)}")
     if settings.bootstrap < 0:
         raise ConfigError(f"{where}: `fit.bootstrap` must be >= 0")
+    if settings.task_runner not in TASK_RUNNERS:
+        raise ConfigError(
+            f"{where}: `scale.task_runner` must be one of {', '.join(TASK_RUNNERS)}, "
+            f"not {settings.task_runner!r}"
+        )
+    if settings.jobs < 1:
+        raise ConfigError(f"{where}: `scale.jobs` must be >= 1")
+    if settings.workers < 0:
+        raise ConfigError(f"{where}: `scale.workers` must be >= 0 (0: one per core)")
+    if settings.dask_address and settings.task_runner != "dask":
+        raise ConfigError(f'{where}: `scale.dask_address` needs `scale.task_runner = "dask"`')
+    if settings.task_runner == "dask" and importlib.util.find_spec("prefect_dask") is None:
+        raise ConfigError(
+            f'{where}: `scale.task_runner = "dask"` needs prefect-dask: '
+            'pip install "scalefit[dask]"'
+        )
     if len(settings.cron.split()) != 5:
         raise ConfigError(f'{where}: `schedule.cron` must have 5 fields, e.g. "0 3 * * *"')
     return settings
@@ -135,9 +172,18 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             elif name == "fit_laws":
                 value = tuple(value)
             values[name] = value
-    for name, expected in (("bootstrap", int), ("seed", int), ("offline", bool)):
+    typed = (
+        ("bootstrap", int),
+        ("seed", int),
+        ("jobs", int),
+        ("workers", int),
+        ("offline", bool),
+        ("task_runner", str),
+        ("dask_address", str),
+    )
+    for name, expected in typed:
         value = values.get(name)
         if value is not None and (type(value) is not expected):
-            kind = "whole number" if expected is int else "true or false"
+            kind = {int: "whole number", bool: "true or false", str: "string"}[expected]
             raise ConfigError(f"{path}: `{name}` must be a {kind}, not {value!r}")
     return _check_settings(Settings(source=path, **values), str(path))

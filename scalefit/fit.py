@@ -46,16 +46,17 @@ Kaplan et al. (2020), "Scaling Laws for Neural Language Models", Section 1.2.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -80,6 +81,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FORMS",
     "RESAMPLE",
+    "BootstrapJob",
+    "BootstrapMap",
+    "BootstrapRefits",
     "ConvergenceWarning",
     "ExtrapolationScore",
     "LawFit",
@@ -92,6 +96,7 @@ __all__ = [
     "fit_named",
     "hoffmann_grid",
     "read_points",
+    "run_bootstrap_job",
     "save_fit",
     "select_points",
 ]
@@ -311,22 +316,25 @@ def _single_model(column: str, irreducible: bool):
     return build
 
 
+def _joint_predict_grad(
+    theta: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    # theta = (u = log N_c, v = log D_c, alpha_N, alpha_D);
+    # log L = alpha_D * LSE((alpha_N/alpha_D)(u - x), v - y)
+    u, v, an, ad = (theta[:, j, None] for j in range(4))
+    z1 = (an / ad) * (u - x)
+    z2 = v - y
+    S = np.logaddexp(z1, z2)
+    w1 = np.exp(z1 - S)
+    w2 = 1.0 - w1
+    G = np.stack([an * w1, ad * w2, w1 * (u - x), S - w1 * z1], axis=2)
+    return ad * S, G
+
+
 def _joint_model(pts: _Points) -> _optim.GenericModel:
+    # A partial of a module-level function (not a closure), so that the model pickles.
     x, y = np.log(pts.params), np.log(pts.tokens)
-
-    def predict_grad(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # theta = (u = log N_c, v = log D_c, alpha_N, alpha_D);
-        # log L = alpha_D * LSE((alpha_N/alpha_D)(u - x), v - y)
-        u, v, an, ad = (theta[:, j, None] for j in range(4))
-        z1 = (an / ad) * (u - x)
-        z2 = v - y
-        S = np.logaddexp(z1, z2)
-        w1 = np.exp(z1 - S)
-        w2 = 1.0 - w1
-        G = np.stack([an * w1, ad * w2, w1 * (u - x), S - w1 * z1], axis=2)
-        return ad * S, G
-
-    return _optim.GenericModel(4, predict_grad)
+    return _optim.GenericModel(4, functools.partial(_joint_predict_grad, x=x, y=y))
 
 
 def _chinchilla_estimates(t: np.ndarray) -> dict[str, np.ndarray]:
@@ -843,6 +851,59 @@ def _bootstrap_weights(
     return counts[:, groups]
 
 
+class BootstrapRefits(NamedTuple):
+    """Where the refits of a :class:`BootstrapJob` ended: one row per resample."""
+
+    theta: np.ndarray
+    converged: np.ndarray
+
+
+@dataclass(frozen=True)
+class BootstrapJob:
+    """Refits of a slice of a fit's bootstrap resamples, warm-started at the full-data optimum.
+
+    Self-contained and picklable, so that it can run in another thread, process or Dask
+    worker (:func:`run_bootstrap_job`). A resample's refit depends only on its own weights,
+    so the samples are the same however the resamples are split into jobs and wherever the
+    jobs run.
+    """
+
+    objective: _optim.HuberObjective
+    theta: np.ndarray
+    weights: np.ndarray  # (resamples, points): how often each point is drawn
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Resamples in this job."""
+        return int(self.weights.shape[0])
+
+
+BootstrapMap = Callable[
+    [Callable[[BootstrapJob], BootstrapRefits], Sequence[BootstrapJob]],
+    Iterable[BootstrapRefits],
+]
+"""Runs bootstrap jobs, in order, like the builtin ``map`` (the default), an executor's
+``map``, or Prefect tasks (the refresh flow's ``bootstrap_map``)."""
+
+
+def run_bootstrap_job(job: BootstrapJob) -> BootstrapRefits:
+    """Refit every resample of ``job`` to certified convergence (NaN-free; check
+    ``converged``)."""
+    th0 = np.repeat(job.theta[None, :], job.size, axis=0)
+    res = _optim.minimize_chunked(
+        job.objective, th0, job.weights, job.lower, job.upper, max_iter=1000, rtol=_RTOL
+    )
+    return BootstrapRefits(res.theta, res.converged)
+
+
+def _check_jobs(jobs: int) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int | np.integer) or jobs < 1:
+        raise ValueError(f"`bootstrap_jobs` must be a whole number >= 1, not {jobs!r}")
+    return int(jobs)
+
+
 def _bootstrap(
     obj: _optim.HuberObjective,
     theta: np.ndarray,
@@ -854,21 +915,33 @@ def _bootstrap(
     to_samples: Callable[[np.ndarray], np.ndarray],
     diag: dict[str, Any],
     warns: list[str],
+    *,
+    jobs: int = 1,
+    map_jobs: BootstrapMap = map,
 ) -> np.ndarray:
-    """Refit ``n_bootstrap`` resamples warm-started from ``theta`` to certified convergence.
+    """Refit ``n_bootstrap`` resamples warm-started from ``theta`` to certified convergence,
+    split into ``jobs`` :class:`BootstrapJob` run by ``map_jobs``.
 
+    The resamples are drawn here, all at once, so the result does not depend on ``jobs``.
     Returns one row of ``to_samples(theta_b)`` per resample, NaN where a refit did not
     converge; records the count in ``diag`` and warns when over 1% failed.
     """
     W = _bootstrap_weights(pts, resample, n_bootstrap, rng)
-    th0 = np.repeat(theta[None, :], n_bootstrap, axis=0)
-    boot = _optim.minimize_chunked(obj, th0, W, *bounds, max_iter=1000, rtol=_RTOL)
-    n_bad = int((~boot.converged).sum())
+    parts = [
+        BootstrapJob(obj, theta, w, *bounds)
+        for w in np.array_split(W, min(_check_jobs(jobs), n_bootstrap))
+    ]
+    done = list(map_jobs(run_bootstrap_job, parts))
+    if len(done) != len(parts):
+        raise RuntimeError(f"bootstrap_map returned {len(done)} results for {len(parts)} jobs")
+    thetas = np.concatenate([d.theta for d in done])
+    converged = np.concatenate([d.converged for d in done])
+    n_bad = int((~converged).sum())
     diag["bootstrap_not_converged"] = n_bad
     if n_bad > 0.01 * n_bootstrap:
         warns.append(f"{n_bad} of {n_bootstrap} bootstrap refits did not converge")
-    samples = to_samples(boot.theta)
-    samples[~boot.converged] = np.nan
+    samples = to_samples(thetas)
+    samples[~converged] = np.nan
     return samples
 
 
@@ -895,6 +968,8 @@ def fit_law(
     starts: np.ndarray | None = None,
     max_grid_iter: int = 10,
     reference_flops: float = REFERENCE_FLOPS,
+    bootstrap_jobs: int = 1,
+    bootstrap_map: BootstrapMap = map,
 ) -> LawFit:
     """Fit a nonlinear law form by Huber loss in log space (see the module docstring).
 
@@ -925,6 +1000,10 @@ def fit_law(
         run to convergence and the rest abandoned (counted in the diagnostics); default 10.
     reference_flops
         Compute at which derived tokens-per-parameter are reported; default 5.76e23.
+    bootstrap_jobs, bootstrap_map
+        Split the bootstrap refits into this many :class:`BootstrapJob` (default 1) and run
+        them with ``bootstrap_map`` (default the builtin ``map``; e.g. a
+        ``ProcessPoolExecutor``'s ``map`` to use several cores). Neither changes the result.
 
     Raises
     ------
@@ -1009,6 +1088,8 @@ def fit_law(
             to_samples,
             diag,
             warns,
+            jobs=bootstrap_jobs,
+            map_jobs=bootstrap_map,
         )
         ci = _percentile_ci(samples, names, confidence_level)
     for w in warns:
@@ -1467,6 +1548,8 @@ def fit_named(
     seed: int | np.random.Generator | None = 0,
     resample: str = "points",
     irreducible: bool = False,
+    bootstrap_jobs: int = 1,
+    bootstrap_map: BootstrapMap = map,
 ) -> LawFit:
     """Fit the law called ``law`` (a key of :data:`LAW_NAMES`) with the procedure it needs:
     :func:`fit_isoflop` (approach 2), :func:`fit_envelope` (approach 1),
@@ -1474,6 +1557,8 @@ def fit_named(
     ``unique_tokens``), else :func:`fit_law`.
 
     ``irreducible`` adds a term ``E`` to the single-variable Kaplan forms.
+    ``bootstrap_jobs`` and ``bootstrap_map`` spread the bootstrap refits of the nonlinear
+    forms (as :func:`fit_law`); the IsoFLOP and envelope bootstraps are cheap and run here.
 
     Raises
     ------
@@ -1491,12 +1576,25 @@ def fit_named(
         from .fit_constrained import fit_data_constrained
 
         return fit_data_constrained(
-            data, delta=delta, n_bootstrap=n_bootstrap, seed=seed, resample=resample
+            data,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            resample=resample,
+            bootstrap_jobs=bootstrap_jobs,
+            bootstrap_map=bootstrap_map,
         )
     if irreducible and form in ("kaplan_n", "kaplan_d", "kaplan_c"):
         form += "_e"
     return fit_law(
-        data, law=form, delta=delta, n_bootstrap=n_bootstrap, seed=seed, resample=resample
+        data,
+        law=form,
+        delta=delta,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        resample=resample,
+        bootstrap_jobs=bootstrap_jobs,
+        bootstrap_map=bootstrap_map,
     )
 
 

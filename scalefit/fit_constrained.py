@@ -21,6 +21,7 @@ log space); without single-epoch runs, a small grid of base parameters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -34,6 +35,7 @@ import polars as pl
 from . import _optim
 from .errors import FitError
 from .fit import (
+    BootstrapMap,
     ConvergenceWarning,
     LawFit,
     _bootstrap,
@@ -179,6 +181,8 @@ def fit_data_constrained(
     confidence_level: float = 0.95,
     starts: np.ndarray | None = None,
     max_grid_iter: int = 60,
+    bootstrap_jobs: int = 1,
+    bootstrap_map: BootstrapMap = map,
 ) -> LawFit:
     """Fit ``L = E + A/N'^alpha + B/D'^beta`` (Muennighoff et al. 2023, Eq. (6)) to runs with
     known unique tokens; see the module docstring for the method.
@@ -195,6 +199,8 @@ def fit_data_constrained(
         Rows of ``(a, b, e, alpha, beta, log R_D*, log R_N*)``; default see module docstring.
     max_grid_iter
         Newton iterations per start before the best is run to convergence; default 60.
+    bootstrap_jobs, bootstrap_map
+        How the bootstrap refits are split and run (as :func:`scalefit.fit.fit_law`).
 
     Returns
     -------
@@ -236,7 +242,10 @@ def fit_data_constrained(
             "no run repeats its data (unique_tokens >= tokens everywhere): R_D* and R_N* are "
             "not identifiable; add multi-epoch runs, or fit `chinchilla` instead"
         )
-    model = _optim.GenericModel(7, lambda th: _predict_grad(th, params, tokens, unique))
+    # A partial (not a lambda), so that the objective pickles for parallel bootstrap jobs.
+    model = _optim.GenericModel(
+        7, functools.partial(_predict_grad, params=params, tokens=tokens, unique=unique)
+    )
     obj = _optim.HuberObjective(model, np.log(loss), delta)
     grid = (
         _starts(params, tokens, unique, loss)
@@ -288,6 +297,8 @@ def fit_data_constrained(
             to_samples,
             diag,
             warns,
+            jobs=bootstrap_jobs,
+            map_jobs=bootstrap_map,
         )
         ci = _percentile_ci(samples, NAMES, confidence_level)
     for msg in warns:

@@ -132,8 +132,13 @@ def fit_project(
     n_bootstrap: int = 200,
     seed: int = 0,
     resample: str = "runs",
+    bootstrap_jobs: int = 1,
+    bootstrap_map: fitting.BootstrapMap = map,
 ) -> FitInfo:
     """Fit ``law`` to the final observations of ``project``'s runs and save it.
+
+    ``bootstrap_jobs`` and ``bootstrap_map`` say how the bootstrap refits are split and
+    where they run (:func:`scalefit.fit.fit_law`); the result does not depend on them.
 
     The store is read, then released while fitting (a bootstrap can take seconds), then
     written in one transaction. Refitting unchanged data with unchanged settings writes
@@ -146,7 +151,13 @@ def fit_project(
         points = fitting.select_points(con, where=pred)
     try:
         result = fitting.fit_named(
-            points, law, n_bootstrap=n_bootstrap, seed=seed, resample=resample
+            points,
+            law,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            resample=resample,
+            bootstrap_jobs=bootstrap_jobs,
+            bootstrap_map=bootstrap_map,
         )
     except FitError as exc:
         log.warning("fit of %s to project %s skipped: %s", law, project, exc)

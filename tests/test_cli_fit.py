@@ -92,6 +92,9 @@ def test_errors_are_one_line(tmp_path: Path):
     assert "`loss`" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["fit", "--input", str(path), "--law", "gpt"])
     assert result.exit_code == 1 and "unknown --law" in result.output
+    # Messages are text, not rich markup: "[upstream]" is shown, not swallowed as a tag.
+    result = runner.invoke(app, ["fit", "--input", str(tmp_path / "[upstream].csv")])
+    assert result.exit_code == 1 and "[upstream].csv" in result.output
 
 
 def _store_runs(db_path: Path) -> None:

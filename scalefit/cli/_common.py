@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import ScalefitError
 
@@ -47,6 +48,16 @@ def prepare_prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def print_error(message: str) -> None:
+    """``error: message`` on stderr; the message is shown as written (never as markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    """``warning: message`` on stderr; the message is shown as written (never as markup)."""
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
     """Turn a :class:`ScalefitError` into one clear line on stderr and exit status 1."""
 
@@ -55,7 +66,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ScalefitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -16,11 +16,12 @@ from ._common import (
     DEFAULT_DB_PATH,
     DbOption,
     console,
-    err_console,
     handle_errors,
     human_count,
     prepare_prefect_environment,
+    print_error,
     print_frame,
+    print_warning,
 )
 
 
@@ -103,13 +104,14 @@ def refresh(
         f"(sha256 {loaded.sha256[:12]}); log folders: {len(info.steps['ingest'])}; "
         f"comparisons: {info.steps['comparisons']} rows; "
         f"reports in {info.reports_dir}/ ({', '.join(info.steps['reports'].files)}); "
-        f"{time.monotonic() - started:.1f} s"
+        f"{time.monotonic() - started:.1f} s",
+        markup=False,
     )
     for result in info.steps["upstreams"]:
         if result.status == "warning":
-            err_console.print(f"[yellow]warning:[/] upstream {result.upstream}: {result.message}")
+            print_warning(f"upstream {result.upstream}: {result.message}")
     for step, message in info.errors.items():
-        err_console.print(f"[bold red]error:[/] {step}: {message}", highlight=False)
+        print_error(f"{step}: {message}")
     if info.errors:
         raise typer.Exit(1)
 
@@ -128,7 +130,7 @@ def report(
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
-        console.print(f"{out / name}  ({size} {unit})", highlight=False)
+        console.print(f"{out / name}  ({size} {unit})", highlight=False, markup=False)
 
 
 @app.command()
@@ -167,17 +169,24 @@ def serve(
     if serving.has_prefect_server():
         if max_runs is not None:
             raise ConfigError("--max-runs applies only without a Prefect server")
-        console.print(f'Serving refresh/{serving.DEPLOYMENT_NAME} on "{cron}" ({timezone}).')
+        console.print(
+            f'Serving refresh/{serving.DEPLOYMENT_NAME} on "{cron}" ({timezone}).', markup=False
+        )
         serving.serve_with_server(cron, timezone, config)
         return
-    console.print(f'No Prefect server configured: keeping the schedule "{cron}" ({timezone}) here.')
+    console.print(
+        f'No Prefect server configured: keeping the schedule "{cron}" ({timezone}) here.',
+        markup=False,
+    )
     serving.serve_locally(
         cron,
         timezone,
         config,
         max_runs=max_runs,
         on_schedule=lambda when: console.print(f"next refresh at {when.isoformat()}"),
-        on_run=lambda info: console.print(info.summary() if info else "refresh failed (see log)"),
+        on_run=lambda info: console.print(
+            info.summary() if info else "refresh failed (see log)", markup=False
+        ),
     )
 
 

@@ -102,9 +102,9 @@ def fit_command(
         return
     print_frame(result.to_frame(), title=f"{result.form} fit to {result.n_points} points")
     lines = str(result).splitlines()
-    console.print(lines[0], highlight=False)
+    console.print(lines[0], highlight=False, markup=False)
     for line in lines[1:]:
         if not line.startswith("  ") or line.lstrip().startswith(("starts:", "warning:")):
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
     if do_save:
-        console.print(f"saved as {result.fit_id} in {db_path}", highlight=False)
+        console.print(f"saved as {result.fit_id} in {db_path}", highlight=False, markup=False)

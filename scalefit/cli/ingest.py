@@ -103,6 +103,7 @@ def ingest(
     db: DbOption = DEFAULT_DB_PATH,
 ) -> None:
     """Ingest training logs (see ``_HELP``)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import ingest as _ingest
@@ -126,7 +127,9 @@ def ingest(
         def progress(event: _ingest.IngestProgress) -> None:
             nonlocal done_bytes
             if event.info is None:
-                bar.update(task, description=f"{event.path.name}: {event.rows_read:,} rows")
+                # A file name is text, not markup ("run[1].csv").
+                name = escape(event.path.name)
+                bar.update(task, description=f"{name}: {event.rows_read:,} rows")
                 return
             done_bytes += event.bytes_total
             bar.update(
@@ -150,7 +153,7 @@ def ingest(
         shown = report.skipped[:10]
         console.print(f"skipped {len(report.skipped)} file(s) that are not logs:")
         for path, reason in shown:
-            console.print(f"  {path}: {reason}", highlight=False)
+            console.print(f"  {path}: {reason}", highlight=False, markup=False)
         if len(report.skipped) > len(shown):
             console.print(f"  … and {len(report.skipped) - len(shown)} more")
     code = report.exit_code

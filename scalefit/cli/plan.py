@@ -173,4 +173,4 @@ def plan_command(
             highlight=False,
         )
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
