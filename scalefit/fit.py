@@ -457,6 +457,17 @@ class ExtrapolationScore:
     max_abs_rel_error: float
     fit: LawFit
 
+    def to_json(self) -> dict[str, Any]:
+        """The score as plain JSON values (without the refit)."""
+        return {
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "holdout_flops": list(self.holdout_flops),
+            "rmse_log": self.rmse_log,
+            "mean_abs_rel_error": self.mean_abs_rel_error,
+            "max_abs_rel_error": self.max_abs_rel_error,
+        }
+
     def __str__(self) -> str:
         return (
             f"extrapolation to {self.n_test} held-out point(s) at the largest "

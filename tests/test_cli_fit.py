@@ -51,6 +51,52 @@ def test_json_output_is_one_object_with_named_estimates(chinchilla_json):
     assert out["saved"] is False
 
 
+def _sweep(seed: int = 0) -> pl.DataFrame:
+    """Five model sizes, each trained at the same four budgets (C = 6 N D): points grouped by
+    compute, as a real sweep is."""
+    rng = np.random.default_rng(seed)
+    flops = np.repeat(np.geomspace(1e18, 1e21, 4), 5)
+    params = np.tile(np.geomspace(3e7, 3e9, 5), 4)
+    tokens = flops / (6 * params)
+    loss = chinchilla_loss(params, tokens, **TRUE) * np.exp(0.005 * rng.standard_normal(20))
+    return pl.DataFrame({"params": params, "tokens": tokens, "flops": flops, "loss": loss})
+
+
+def test_extrapolation_score_holds_out_the_largest_budgets(tmp_path: Path):
+    from scalefit.fit import extrapolation_score
+
+    path = tmp_path / "sweep.csv"
+    _sweep().write_csv(path)
+    args = ["fit", "--input", str(path), "--bootstrap", "0", "--extrapolate", "1"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    score = json.loads(result.stdout)["extrapolation"]
+    assert (score["n_train"], score["n_test"]) == (15, 5)
+    assert score["holdout_flops"] == [pytest.approx(1e21)]
+    expected = extrapolation_score(_sweep(), law="chinchilla", holdout=1)
+    assert score["rmse_log"] == pytest.approx(expected.rmse_log, rel=1e-9)
+    # The law was fitted on the 15 smaller budgets and predicts the largest one well.
+    assert 0 < score["max_abs_rel_error"] < 0.03
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0 and "extrapolation to 5 held-out point(s)" in table.output
+    bad = CliRunner().invoke(app, [*args[:-1], "4"])
+    assert bad.exit_code == 1 and "cannot hold out 4" in bad.output
+    iso = CliRunner().invoke(app, [*args, "--law", "isoflop"])
+    assert iso.exit_code == 1 and "--extrapolate needs" in iso.output
+
+
+def test_bootstrap_over_processes_gives_the_same_intervals(tmp_path: Path, chinchilla_json):
+    path = tmp_path / "points.csv"
+    _points().write_csv(path)
+    args = ["fit", "--input", str(path), "--bootstrap", "30", "--seed", "1", "--json"]
+    result = CliRunner().invoke(app, [*args, "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["fit_id"] == chinchilla_json["fit_id"]
+    for name, interval in chinchilla_json["ci"].items():
+        assert out["ci"][name] == pytest.approx(interval, rel=1e-9), name
+
+
 def test_table_output_and_parquet_input(tmp_path: Path):
     path = tmp_path / "points.parquet"
     _points(40).write_parquet(path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +59,22 @@ def fit_command(
             "--save/--no-save", help="Save to `fits`/`laws` (default: when fit from the store)."
         ),
     ] = None,
+    extrapolate: Annotated[
+        int,
+        typer.Option(
+            "--extrapolate",
+            min=0,
+            help="Also refit without the K largest compute budgets and score the law's "
+            "predictions there (0: off).",
+            metavar="K",
+        ),
+    ] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Processes for the bootstrap refits (same result)."
+        ),
+    ] = 1,
 ) -> None:
     """Fit a scaling law (Huber loss in log space, grid of starts, bootstrap intervals).
 
@@ -82,14 +100,28 @@ def fit_command(
                 f"no runs with observations match {selection!r} in {db_path}: "
                 "check --where, or pass --input FILE"
             )
-    result = fitting.fit_named(
-        data,
-        law,
-        delta=huber_delta,
-        n_bootstrap=bootstrap,
-        seed=seed,
-        resample=resample,
-        irreducible=irreducible,
+    form = LAW_NAMES[law] + ("_e" if irreducible and law in _WITH_E else "")
+    if extrapolate and form not in fitting.FORMS:
+        raise FitError(
+            f"--extrapolate needs a law fitted by the Huber engine "
+            f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
+        )
+    with _bootstrap_pool(jobs if bootstrap else 1) as bootstrap_map:
+        result = fitting.fit_named(
+            data,
+            law,
+            delta=huber_delta,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            resample=resample,
+            irreducible=irreducible,
+            bootstrap_jobs=jobs,
+            bootstrap_map=bootstrap_map,
+        )
+    score = (
+        fitting.extrapolation_score(data, law=form, holdout=extrapolate, delta=huber_delta)
+        if extrapolate
+        else None
     )
     do_save = save if save is not None else (input is None)
     if do_save:
@@ -98,6 +130,8 @@ def fit_command(
     if as_json:
         out = result.to_json()
         out["saved"] = bool(do_save)
+        if score is not None:
+            out["extrapolation"] = score.to_json()
         sys.stdout.write(json.dumps(out, default=str) + "\n")
         return
     print_frame(result.to_frame(), title=f"{result.form} fit to {result.n_points} points")
@@ -106,5 +140,25 @@ def fit_command(
     for line in lines[1:]:
         if not line.startswith("  ") or line.lstrip().startswith(("starts:", "warning:")):
             console.print(line, highlight=False, markup=False)
+    if score is not None:
+        console.print(str(score), highlight=False, markup=False)
     if do_save:
         console.print(f"saved as {result.fit_id} in {db_path}", highlight=False, markup=False)
+
+
+_WITH_E = ("kaplan-n", "kaplan-d", "kaplan-c")
+
+
+@contextlib.contextmanager
+def _bootstrap_pool(jobs: int) -> Iterator[Callable]:
+    """The builtin ``map``, or a pool of ``jobs`` processes' ``map`` (started with
+    ``forkserver``: forking a process that already runs polars' threads can deadlock)."""
+    if jobs <= 1:
+        yield map
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        yield pool.map
