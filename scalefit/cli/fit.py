@@ -82,7 +82,6 @@ def fit_command(
     --where from the store. Prints the estimates, intervals and diagnostics.
     """
     from .. import fit as fitting
-    from .. import store
     from ..errors import FitError
 
     if law not in LAW_NAMES:
@@ -92,6 +91,8 @@ def fit_command(
         data = fitting.read_points(input)
         selection = str(input)
     else:
+        from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
+
         with store.connect(db_path, read_only=True) as con:
             data = fitting.select_points(con, where=where, metric=metric)
         selection = f"runs WHERE {where}" if where else "runs"
@@ -125,6 +126,8 @@ def fit_command(
     )
     do_save = save if save is not None else (input is None)
     if do_save:
+        from .. import store
+
         with store.connect(db_path) as con:
             fitting.save_fit(con, result, selection=selection)
     if as_json:
