@@ -157,15 +157,21 @@ def refresh(
         # A subflow, so that its task runner (where the bootstrap jobs go) comes from the
         # settings of this run, not from the decorator.
         fit_stage = fit_laws.with_options(task_runner=task_runner_for(settings))
-        steps["fits"], fit_errors = fit_stage(
+        state = fit_stage(
             fit_runs,
             where=settings.fit_where,
             n_bootstrap=settings.bootstrap,
             seed=settings.seed,
             resample=settings.resample,
             jobs=settings.jobs,
+            return_state=True,
         )
-        errors.update(fit_errors)
+        if state.is_failed():  # e.g. the Dask cluster could not be reached: keep the rest
+            steps["fits"] = {}
+            errors["fit"] = str(state.message or "the fit-laws subflow failed")
+        else:
+            steps["fits"], fit_errors = state.result()
+            errors.update(fit_errors)
     else:
         steps["fits"] = {}
     for name, result in steps["fits"].items():

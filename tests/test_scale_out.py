@@ -229,3 +229,35 @@ def test_refresh_spreads_the_bootstrap_over_threads_and_a_dask_cluster(
         on_cluster["value"].to_numpy(), serial["value"].to_numpy(), rtol=1e-9
     )
     assert on_cluster.drop("value").equals(serial.drop("value"))
+
+
+@pytest.mark.slow
+def test_an_unreachable_cluster_fails_the_fits_not_the_refresh(
+    prefect_harness, tmp_path: Path
+) -> None:
+    pytest.importorskip("prefect_dask")
+    import socket
+
+    import dask
+
+    from scalefit.flows.refresh import refresh
+
+    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    logs = _sweep_folder(tmp_path)
+    config = tmp_path / "scalefit.toml"
+    config.write_text(
+        f'[ingest]\nfolders = ["{logs}"]\nproject = "sweep"\n[fit]\nbootstrap = 10\n'
+        f'[scale]\ntask_runner = "dask"\ndask_address = "tcp://127.0.0.1:{port}"\n'
+    )
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        info = refresh(
+            config_path=config, db_path=tmp_path / "sf.duckdb", reports_dir=tmp_path / "out"
+        )
+    # The runner connects on the first bootstrap job: that fit fails, naming the address.
+    assert not info.ok and list(info.errors) == ["fit:sweep/chinchilla"]
+    assert f"127.0.0.1:{port}" in info.errors["fit:sweep/chinchilla"]
+    # Everything else was done: the sweep ingested, comparisons and reports written.
+    assert info.counts_after["runs"] == 30 and info.counts_after["fits"] == 0
+    assert (tmp_path / "out" / "comparisons.parquet").is_file()
