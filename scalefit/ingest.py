@@ -727,17 +727,14 @@ def _load_chunk(
                 ]
             )
         if rejected.height:
-            metric = pl.col("raw").str.json_path_match("$.metric")
+            # Say which metric a bad `value` is. A row without a metric (its run was
+            # rejected) keeps `value`: a null replacement would fail the whole file.
+            metric = pl.col("raw").str.json_path_match("$.metric").fill_null("value")
             rejected = (
                 rejected.with_columns(
-                    pl.when(metric.is_not_null())
-                    .then(
-                        pl.col("reason").str.replace_all(
-                            "`value`", pl.format("`{}`", metric), literal=True
-                        )
+                    pl.col("reason").str.replace_all(
+                        "`value`", pl.format("`{}`", metric), literal=True
                     )
-                    .otherwise(pl.col("reason"))
-                    .alias("reason")
                 )
                 .join(_raw_rows(chunk.frame, rejected["row_number"]), on="row_number", how="left")
                 .select("row_number", pl.col("file_raw").alias("raw"), "reason")

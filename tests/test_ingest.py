@@ -247,6 +247,18 @@ def test_missing_params_rejects_the_run_with_how_to_fix(tmp_path: Path, db_path:
     assert (again.status, again.mode, again.rows_ok) == ("ok", "replaced", 3)
 
 
+def test_a_lone_row_of_a_rejected_run_is_quarantined_not_a_failed_file(
+    tmp_path: Path, db_path: Path
+) -> None:
+    # The reason names the metric of a bad value; a row without one (its run was rejected)
+    # made that rewrite fail the whole file when no row of the chunk had a metric.
+    log = tmp_path / "log.csv"
+    log.write_text("run_id,step,loss\nnp,1,4.0\n")
+    (info,) = ingest_paths(db_path, [log])
+    assert (info.status, info.rows_in, info.rows_rejected) == ("rejected_rows", 1, 1)
+    assert "run `np` has no parameter count" in _reasons(db_path)[0]
+
+
 def test_params_that_differ_within_a_run_reject_it(tmp_path: Path, db_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("run_id,step,loss,params\nr,1,4.0,1e6\nr,2,3.9,2e6\ns,1,4.0,1e6\n")
