@@ -58,9 +58,10 @@ def empty_frame(schema: type[pa.DataFrameModel]) -> pl.DataFrame:
 
 
 def _cast_expr(name: str, source: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """``name`` cast to ``target``; text must be stripped of surrounding blanks already (done
+    once per column: an expression that strips, used twice, strips twice)."""
     col = pl.col(name)
     if source == pl.String:
-        col = col.str.strip_chars()
         col = pl.when(col == "").then(None).otherwise(col)
         if target == pl.Boolean:
             low = col.str.to_lowercase()
@@ -169,13 +170,17 @@ def validate_frame(
         row_numbers = pl.Series(ROW, range(1, frame.height + 1), dtype=pl.Int64)
     rows = row_numbers.alias(ROW).cast(pl.Int64)
 
-    typed = frame.select(_cast_expr(c, frame.schema[c], t).alias(c) for c, t in dtypes.items())
+    texts = [c for c in dtypes if frame.schema[c] == pl.String]
+    stripped = frame.with_columns(pl.col(c).str.strip_chars() for c in texts)
+    typed = stripped.select(_cast_expr(c, frame.schema[c], t).alias(c) for c, t in dtypes.items())
 
     failures: list[pl.DataFrame] = []
-    for c in dtypes:
+    for c, target in dtypes.items():
+        if frame.schema[c] == target or (target == pl.String and c in texts):
+            continue  # nothing to parse: a null after the cast was null or blank before
         bad = frame[c].is_not_null() & typed[c].is_null()
-        if frame.schema[c] == pl.String:
-            bad = bad & (frame[c].str.strip_chars() != "")
+        if c in texts:
+            bad = bad & (stripped[c] != "")
         if bad.any():
             failures.append(
                 pl.DataFrame(
