@@ -88,6 +88,11 @@ class Source:
         """Stream the rows, one :class:`Chunk` at a time."""
         return self._chunks()  # type: ignore[misc, operator]
 
+    @property
+    def has_run_columns(self) -> bool:
+        """Whether the rows carry run-level columns that :meth:`run_columns` reads."""
+        return self._runs is not None
+
     def run_columns(self) -> pl.DataFrame | None:
         """Distinct ``run_id`` + run-level columns (None if the file has no run-level
         column): read before the rows so that every row's run is known."""

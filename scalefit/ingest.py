@@ -421,8 +421,20 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
 # --------------------------------------------------------------------------- runs
 
 
+class _Restart(Exception):
+    """The single pass over a file found what only a careful pass handles: start the file's
+    transaction again with ``careful=True`` (see :func:`_write`)."""
+
+
 class _Runs:
-    """Resolves each run's metadata once, validating it with :class:`RunSchema`."""
+    """Resolves each run's metadata once, validating it with :class:`RunSchema`.
+
+    A run's values in the file's run-level columns (``params``…) must be known when the run
+    is resolved. ``prescan=True`` reads them for the whole file first (one more pass over
+    it); otherwise they arrive with each chunk (:meth:`observe`), and a run that shows a new
+    value after it was resolved raises :class:`_Restart`, so that the result never depends
+    on which pass made it.
+    """
 
     def __init__(
         self,
@@ -434,6 +446,7 @@ class _Runs:
         params: float | None,
         tokens_per_step: float | None,
         ingest_id: str,
+        prescan: bool = True,
     ) -> None:
         self.con = con
         self.meta = meta
@@ -443,7 +456,8 @@ class _Runs:
         self.good: dict[str, dict] = {}
         self.bad: dict[str, str] = {}
         self.columns: dict[str, dict[str, list]] = {}
-        cols = source.run_columns()
+        self.streamed = source.has_run_columns and not prescan
+        cols = source.run_columns() if prescan else None
         if cols is not None and cols.height:
             present = [c for c in RUN_COLUMNS if c in cols.columns]
             grouped = (
@@ -453,6 +467,39 @@ class _Runs:
             )
             for row in grouped.iter_rows(named=True):
                 self.columns[str(row["run_id"])] = {c: row[c] for c in present}
+
+    def observe(self, frame: pl.DataFrame) -> None:
+        """Take in a chunk's run-level values (when they are not prescanned).
+
+        Raises
+        ------
+        _Restart
+            A run already resolved shows a value it was resolved without.
+        """
+        present = [c for c in RUN_COLUMNS if c in frame.columns]
+        if not self.streamed or not present or not frame.height:
+            return
+        # Each (run, values) combination first appears where a row differs from the one
+        # before it: in a log, one row per run or so, so only those rows are grouped.
+        cols = ["run_id", *present]
+        changed = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in cols)
+        grouped = (
+            frame.select(cols)
+            .filter(changed.fill_null(True) & pl.col("run_id").is_not_null())
+            .group_by("run_id")
+            .agg(pl.col(c).drop_nulls().unique() for c in present)
+        )
+        for row in grouped.iter_rows(named=True):
+            run_id = str(row["run_id"])
+            have = self.columns.setdefault(run_id, {c: [] for c in present})
+            changed = False
+            for c in present:
+                seen = have.get(c, [])
+                if set(row[c]) - set(seen):
+                    have[c] = sorted(set(seen) | set(row[c]))
+                    changed = True
+            if changed and (run_id in self.good or run_id in self.bad):
+                raise _Restart(f"run `{run_id}`: run-level values change after its first rows")
 
     def resolve(self, run_ids: Sequence[str]) -> None:
         new = [r for r in run_ids if r not in self.good and r not in self.bad]
@@ -595,21 +642,27 @@ def _validate_long(long: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, bool
 
     Returns the valid rows, the rejected rows, and whether the valid rows are in file order.
     """
+    typed: dict[str, str] = {}  # column -> name of its typed copy
     casts, suspect = [], pl.lit(False)
     for c, dtype in _NUMERIC.items():
         src = long.schema[c]
         if src == pl.String:
-            typed = pl.col(c).cast(dtype, strict=False)
-            suspect = suspect | (pl.col(c).is_not_null() & typed.is_null())
-            casts.append(typed.alias(c))
+            typed[c] = f"__typed_{c}"
+            suspect = suspect | (pl.col(c).is_not_null() & pl.col(typed[c]).is_null())
         elif src.is_float() and dtype.is_integer():
             # validate_frame casts floats to integers by truncation: let text say "12.5".
+            typed[c] = f"__typed_{c}"
             suspect = suspect | (pl.col(c) != pl.col(c).round(0))
-            casts.append(pl.col(c).cast(dtype, strict=False).alias(c))
-    marked = long.with_columns(suspect.alias("_suspect"))
+        else:
+            continue
+        casts.append(pl.col(c).cast(dtype, strict=False).alias(typed[c]))
+    # Each cell is cast once: the casts both find suspect rows and type the clean ones.
+    marked = long.with_columns(casts).with_columns(suspect.alias("_suspect"))
+    is_suspect = marked["_suspect"]
+    clean = marked.filter(~is_suspect) if is_suspect.any() else marked
     parts = [
-        marked.filter(~pl.col("_suspect")).drop("_suspect").with_columns(casts),
-        marked.filter(pl.col("_suspect")).drop("_suspect").with_columns(pl.all().cast(pl.String)),
+        clean.select(pl.col(typed[c]).alias(c) if c in typed else c for c in long.columns),
+        long.filter(is_suspect).with_columns(pl.all().cast(pl.String)),
     ]
     valid, rejected = [], []
     for part in parts:
@@ -641,8 +694,9 @@ class _UniqueKeys:
     """A cheap proof that no ``(run_id, metric, step)`` repeats in a file.
 
     It holds when, for each metric, each run's rows form one block with strictly increasing
-    steps, as in nearly every log. Only when it fails are duplicates looked for in SQL (a
-    hash aggregate over the whole file, which costs about as much as the load itself).
+    steps, as in nearly every log; the rows can then go straight into ``observations``.
+    Only when it fails are the rows staged and duplicates looked for in SQL (a hash
+    aggregate over the whole file, which costs about as much as the load itself).
     """
 
     def __init__(self) -> None:
@@ -656,23 +710,35 @@ class _UniqueKeys:
         if not in_file_order:
             self.holds = False
             return
-        for (metric,), part in valid.partition_by("metric", as_dict=True).items():
-            run, step = pl.col("run_id"), pl.col("step")
-            same = run == run.shift(1)
-            checks = part.select(
-                ((same & (step <= step.shift(1))).any()).alias("backwards"),
-                (~same.fill_null(False)).sum().alias("blocks"),
-                run.n_unique().alias("runs"),
-                run.first().alias("first_run"),
-                step.first().alias("first_step"),
-                run.last().alias("last_run"),
-                step.last().alias("last_step"),
-            ).row(0, named=True)
-            if checks["backwards"] or checks["blocks"] != checks["runs"]:
+        # The rows come metric by metric (the chunk unpivoted), each metric's in file order:
+        # one slice per metric, no copy, and no hashing of the keys.
+        blocks = valid["metric"].rle()
+        metrics = blocks.struct.field("value").to_list()
+        if len(set(metrics)) != len(metrics):  # pragma: no cover - not from one unpivot
+            self.holds = False
+            return
+        run, step = pl.col("run_id"), pl.col("step")
+        same = run == run.shift(1)
+        offset = 0
+        for metric, n in zip(metrics, blocks.struct.field("len").to_list(), strict=True):
+            checks = (
+                valid.slice(offset, n)
+                .select(
+                    (same & (step <= step.shift(1))).any().alias("backwards"),
+                    run.filter(~same.fill_null(False)).implode().alias("starts"),
+                    run.n_unique().alias("runs"),
+                    step.first().alias("first_step"),
+                    run.last().alias("last_run"),
+                    step.last().alias("last_step"),
+                )
+                .row(0, named=True)
+            )
+            offset += n
+            starts = checks["starts"]
+            if checks["backwards"] or len(starts) != checks["runs"]:
                 self.holds = False
                 return
             prev = self.last.get(metric)
-            starts = part.filter(~same.fill_null(False))["run_id"].to_list()
             for i, r in enumerate(starts):
                 continues = i == 0 and prev is not None and prev[0] == r
                 if continues and checks["first_step"] <= prev[1]:  # type: ignore[index]
@@ -697,8 +763,12 @@ class _Counts:
 
 def _load_chunk(
     con: duckdb.DuckDBPyConnection, chunk: Chunk, runs: _Runs, counts: _Counts, base: dict
-) -> None:
+) -> pl.DataFrame:
+    """Validate a chunk: quarantine its rejected rows and return the valid measurements
+    (:data:`_STAGE_COLUMNS`), after updating ``counts`` and the uniqueness proof."""
+    runs.observe(chunk.frame)
     quarantine: list[pl.DataFrame] = []
+    out = pl.DataFrame()
     if chunk.rejected is not None and chunk.rejected.height:
         quarantine.append(chunk.rejected)
         counts.rows_in += chunk.rejected.height
@@ -707,11 +777,13 @@ def _load_chunk(
     counts.rows_in += long.height
     counts.metrics.update(chunk.metrics)
     if long.height:
-        ids = long["run_id"].drop_nulls().unique()
-        runs.resolve([r for r in ids.to_list() if r.strip()])
-        is_bad = pl.col("run_id").is_in(pl.Series(list(runs.bad), dtype=pl.String).implode())
-        bad = long.filter(is_bad)
-        long = long.filter(~is_bad)
+        ids = long["run_id"].drop_nulls().unique().to_list()
+        runs.resolve([r for r in ids if r.strip()])
+        bad = long.clear()
+        if any(r in runs.bad for r in ids):
+            is_bad = pl.col("run_id").is_in(pl.Series(list(runs.bad), dtype=pl.String).implode())
+            bad = long.filter(is_bad)
+            long = long.filter(~is_bad)
         valid, rejected, in_order = _validate_long(long)
         if bad.height:
             rejected = pl.concat(
@@ -742,22 +814,20 @@ def _load_chunk(
             quarantine.append(rejected)
         if valid.height:
             tps = {r: row["tokens_per_step"] for r, row in runs.good.items()}
-            derived = pl.col("step") * pl.col("run_id").replace_strict(
-                tps, default=None, return_dtype=pl.Float64
-            )
-            valid = valid.with_columns(
-                pl.coalesce("tokens", pl.when(pl.col("step") > 0).then(derived)).alias("tokens")
-            )
+            if valid["tokens"].null_count() and any(v is not None for v in tps.values()):
+                derived = pl.col("step") * pl.col("run_id").replace_strict(
+                    tps, default=None, return_dtype=pl.Float64
+                )
+                valid = valid.with_columns(
+                    pl.coalesce("tokens", pl.when(pl.col("step") > 0).then(derived)).alias("tokens")
+                )
             counts.keys.update(valid, in_order)
             counts.run_ids.update(valid["run_id"].unique().to_list())
-            con.register("_scalefit_chunk", valid.select(_STAGE_COLUMNS))
-            try:
-                store.run(con, f"INSERT INTO {_STAGE} SELECT * FROM _scalefit_chunk")
-            finally:
-                con.unregister("_scalefit_chunk")
+            out = valid.select(_STAGE_COLUMNS)
     for q in quarantine:
         counts.rows_rejected += q.height
         store.write(con, "quarantine", q.with_columns(pl.lit(v).alias(k) for k, v in base.items()))
+    return out
 
 
 def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
@@ -808,6 +878,123 @@ def _forget_file(con: duckdb.DuckDBPyConnection, path: str) -> None:
     )
 
 
+class _Sink:
+    """Where a file's valid measurements go: straight into ``observations``, chunk by chunk,
+    or (``stage=True``) into a temporary stage first.
+
+    Writing straight is one copy fewer and keeps memory bounded by the chunk. It needs the
+    file's keys proved unique as the chunks arrive (:class:`_UniqueKeys`): it then deletes
+    stored rows with a chunk's keys (only for runs that had observations before this
+    ingest) and inserts the chunk. When the proof fails before anything was written, the
+    sink turns to the stage; after, it raises :class:`_Restart` (the rows written lack the
+    row numbers that quarantining a superseded row needs). The stage holds the whole file,
+    so that :func:`_supersede_duplicates` can keep the last of each key.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, ingest_id: str, *, stage: bool) -> None:
+        if not ingest_id.isalnum():  # pragma: no cover - always uuid4().hex
+            raise ValueError(f"unexpected ingest id {ingest_id!r}")
+        self.con = con
+        self.ingest_id = ingest_id
+        self.staging = False
+        self.written = 0
+        self.checked: set[str] = set()
+        self.clashing: set[str] = set()
+        if stage:
+            self._open_stage()
+
+    def _open_stage(self) -> None:
+        store.run(
+            self.con,
+            f"""CREATE TEMP TABLE {_STAGE} (run_id VARCHAR, step BIGINT, tokens DOUBLE,
+            flops DOUBLE, metric VARCHAR, value DOUBLE, row_number BIGINT)""",
+        )
+        self.staging = True
+
+    def add(self, valid: pl.DataFrame, *, proven: bool) -> None:
+        """Write a chunk's valid rows (``proven``: the file's keys are unique so far)."""
+        if not valid.height:
+            return
+        if not self.staging and not proven:
+            if self.written:
+                raise _Restart("a (run_id, metric, step) repeats after rows were written")
+            self._open_stage()
+        chunk = "_scalefit_chunk"
+        if self.staging:
+            store.run_on_frame(
+                self.con, valid, chunk, f"INSERT INTO {_STAGE} SELECT * FROM {chunk}"
+            )
+            return
+        runs = valid["run_id"].unique().to_list()
+        new = [r for r in runs if r not in self.checked]
+        if new:
+            # Only rows of earlier ingests can be found: this one has written no row of a
+            # run before it first checked it.
+            self.clashing.update(
+                r
+                for (r,) in store.run(
+                    self.con,
+                    "SELECT DISTINCT run_id FROM observations WHERE run_id IN (SELECT unnest(?))",
+                    [new],
+                )
+            )
+            self.checked.update(new)
+        if self.clashing.intersection(runs):
+            store.run_on_frame(self.con, valid, chunk, _delete_keys_sql(chunk))
+        store.run_on_frame(
+            self.con,
+            valid,
+            chunk,
+            # The ingest id is hex (uuid4): safe as a literal (a query takes no parameters).
+            f"INSERT INTO observations ({_OBS_COLUMNS}, ingest_id) "
+            f"SELECT {_OBS_COLUMNS}, '{self.ingest_id}' FROM {chunk}",
+        )
+        self.written += valid.height
+
+    def finish(self, counts: _Counts, base: dict) -> int:
+        """Write what the stage holds (its duplicates superseded first); rows written."""
+        if not self.staging:
+            return self.written
+        if not counts.keys.holds:
+            counts.rows_rejected += _supersede_duplicates(self.con, base)
+        run_ids = sorted(counts.run_ids)
+        rows_ok = store.run(self.con, f"SELECT count(*) FROM {_STAGE}")[0][0]
+        clash = store.run(
+            self.con,
+            "SELECT count(*) FROM (SELECT 1 FROM observations "
+            "WHERE run_id IN (SELECT unnest(?)) LIMIT 1)",
+            [run_ids],
+        )[0][0]
+        if clash:
+            store.run(self.con, _delete_keys_sql(_STAGE))
+        store.run(
+            self.con,
+            f"INSERT INTO observations ({_OBS_COLUMNS}, ingest_id) "
+            f"SELECT {_OBS_COLUMNS}, ? FROM {_STAGE}",
+            [self.ingest_id],
+        )
+        store.run(self.con, f"DROP TABLE {_STAGE}")
+        self.staging = False
+        return rows_ok
+
+
+_OBS_COLUMNS = ", ".join(c for c in _STAGE_COLUMNS if c != "row_number")
+
+
+def _delete_keys_sql(incoming: str) -> str:
+    """SQL deleting the stored observations whose key is in ``incoming``.
+
+    ``observations`` is upserted on its key (its declared policy), which scalefit, not a
+    PRIMARY KEY, keeps unique: deleting the stored rows with the incoming keys (themselves
+    free of duplicates) before inserting the incoming rows keeps it so, and lets the later
+    ingest win.
+    """
+    assert TABLES["observations"].policy == "upsert"
+    return f"""DELETE FROM observations USING {incoming} s
+        WHERE observations.run_id = s.run_id AND observations.metric = s.metric
+          AND observations.step = s.step"""
+
+
 def _write(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -815,60 +1002,33 @@ def _write(
     counts: _Counts,
     base: dict,
     progress: Callable[[int], None] | None,
+    *,
+    careful: bool = False,
 ) -> tuple[int, tuple[str, ...]]:
-    obs_cols = ", ".join(c for c in _STAGE_COLUMNS if c != "row_number")
+    """Read, validate and write a file's rows (inside the caller's transaction).
+
+    One pass, writing each chunk straight into ``observations``, unless ``careful`` (after a
+    :class:`_Restart`): run-level values are then read first and rows staged.
+    """
+    sink = _Sink(con, base["ingest_id"], stage=careful)
+    for chunk in source.chunks():
+        sink.add(_load_chunk(con, chunk, runs, counts, base), proven=counts.keys.holds)
+        if progress:
+            progress(counts.rows_in)
+    rows_ok = sink.finish(counts, base)
+    run_ids = tuple(sorted(counts.run_ids))
+    if not run_ids:
+        return 0, ()
+    store.write(con, "runs", pl.DataFrame([runs.good[r] for r in run_ids]))
     store.run(
         con,
-        f"""CREATE TEMP TABLE {_STAGE} (run_id VARCHAR, step BIGINT, tokens DOUBLE,
-        flops DOUBLE, metric VARCHAR, value DOUBLE, row_number BIGINT)""",
+        """UPDATE runs SET tokens = o.tokens, flops = coalesce(o.flops, runs.flops)
+        FROM (SELECT run_id, max(tokens) AS tokens, max(flops) AS flops
+              FROM observations WHERE run_id IN (SELECT unnest(?)) GROUP BY run_id) o
+        WHERE runs.run_id = o.run_id""",
+        [list(run_ids)],
     )
-    try:
-        for chunk in source.chunks():
-            _load_chunk(con, chunk, runs, counts, base)
-            if progress:
-                progress(counts.rows_in)
-        if not counts.keys.holds:
-            counts.rows_rejected += _supersede_duplicates(con, base)
-        run_ids = tuple(sorted(counts.run_ids))
-        if not run_ids:
-            return 0, ()
-        store.write(con, "runs", pl.DataFrame([runs.good[r] for r in run_ids]))
-        rows_ok = store.run(con, f"SELECT count(*) FROM {_STAGE}")[0][0]
-        # `observations` is upserted on its key (its declared policy), which scalefit, not
-        # a PRIMARY KEY, keeps unique: the staged rows are free of duplicates (proved by
-        # `_UniqueKeys` or made so by `_supersede_duplicates`), so deleting the stored rows
-        # with their keys and inserting keeps it. When none of these runs has observations
-        # yet, nothing can clash and the delete is skipped.
-        assert TABLES["observations"].policy == "upsert"
-        clash = store.run(
-            con,
-            "SELECT count(*) FROM (SELECT 1 FROM observations "
-            "WHERE run_id IN (SELECT unnest(?)) LIMIT 1)",
-            [list(run_ids)],
-        )[0][0]
-        if clash:
-            store.run(
-                con,
-                f"""DELETE FROM observations USING {_STAGE} s
-                WHERE observations.run_id = s.run_id AND observations.metric = s.metric
-                  AND observations.step = s.step""",
-            )
-        store.run(
-            con,
-            f"INSERT INTO observations ({obs_cols}, ingest_id) SELECT {obs_cols}, ? FROM {_STAGE}",
-            [base["ingest_id"]],
-        )
-        store.run(
-            con,
-            """UPDATE runs SET tokens = o.tokens, flops = coalesce(o.flops, runs.flops)
-            FROM (SELECT run_id, max(tokens) AS tokens, max(flops) AS flops
-                  FROM observations WHERE run_id IN (SELECT unnest(?)) GROUP BY run_id) o
-            WHERE runs.run_id = o.run_id""",
-            [list(run_ids)],
-        )
-        return rows_ok, run_ids
-    finally:
-        store.run(con, f"DROP TABLE IF EXISTS {_STAGE}")
+    return rows_ok, run_ids
 
 
 # --------------------------------------------------------------------------- driver
@@ -944,6 +1104,60 @@ def _message(mode: str, source: Source, run_ids: Sequence[str], meta: _Metadata)
     if source.ignored:
         parts.append(f"ignored columns: {', '.join(source.ignored[:10])}")
     return "; ".join(parts)
+
+
+def _ingest_rows(
+    con: duckdb.DuckDBPyConnection,
+    info: IngestInfo,
+    source: Source,
+    meta: _Metadata,
+    mode: str,
+    base: dict,
+    progress: Callable[[int], None] | None,
+    **run_options: float | str | None,
+) -> IngestInfo:
+    """The file's one transaction: its rows, runs, quarantine and ``ingests`` row.
+
+    A single pass first; if it meets what only a careful pass handles (:class:`_Restart`),
+    everything it did is rolled back and the file is read again, carefully.
+    """
+    for careful in (False, True):
+        counts = _Counts()
+        try:
+            with store.transaction(con):
+                if mode == "replaced":
+                    _forget_file(con, info.path)
+                runs = _Runs(
+                    con, source, meta, ingest_id=info.ingest_id, prescan=careful, **run_options
+                )
+                rows_ok, run_ids = _write(
+                    con, source, runs, counts, base, progress, careful=careful
+                )
+                if counts.records and not counts.metrics:
+                    raise IngestError(
+                        f"{info.path}: no loss column found in any row (a key named like "
+                        "`loss`, `train_loss`, `eval_loss`)"
+                    )
+                done = dataclasses.replace(
+                    info,
+                    finished_at=_now(),
+                    rows_in=counts.rows_in,
+                    rows_ok=rows_ok,
+                    rows_rejected=counts.rows_rejected,
+                    status="rejected_rows" if counts.rows_rejected else "ok",
+                    message=_message(mode, source, run_ids, meta),
+                    mode=mode,
+                    runs=run_ids,
+                )
+                if done.rows_in != done.rows_ok + done.rows_rejected:  # pragma: no cover
+                    raise AssertionError(f"row accounting is off: {done}")
+                store.write(con, "ingests", pl.DataFrame([done.to_row()]))
+                return done
+        except _Restart as why:
+            if careful:  # pragma: no cover - the careful pass never restarts
+                raise AssertionError(f"{info.path}: the careful pass restarted: {why}") from None
+            log.info("%s: reading again with a stage (%s)", info.path, why)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def ingest_file(
@@ -1064,39 +1278,18 @@ def ingest_file(
                     offset=offset if detected == "jsonl" else 0,
                     row_offset=row_offset,
                 )
-                counts = _Counts()
-                with store.transaction(con):
-                    if mode == "replaced":
-                        _forget_file(con, key)
-                    runs = _Runs(
-                        con,
-                        source,
-                        meta,
-                        project=project,
-                        params=params,
-                        tokens_per_step=tokens_per_step,
-                        ingest_id=ingest_id,
-                    )
-                    rows_ok, run_ids = _write(con, source, runs, counts, base, progress)
-                    if counts.records and not counts.metrics:
-                        raise IngestError(
-                            f"{path}: no loss column found in any row (a key named like "
-                            "`loss`, `train_loss`, `eval_loss`)"
-                        )
-                    done = dataclasses.replace(
-                        info,
-                        finished_at=_now(),
-                        rows_in=counts.rows_in,
-                        rows_ok=rows_ok,
-                        rows_rejected=counts.rows_rejected,
-                        status="rejected_rows" if counts.rows_rejected else "ok",
-                        message=_message(mode, source, run_ids, meta),
-                        mode=mode,
-                        runs=run_ids,
-                    )
-                    if done.rows_in != done.rows_ok + done.rows_rejected:  # pragma: no cover
-                        raise AssertionError(f"row accounting is off: {done}")
-                    store.write(con, "ingests", pl.DataFrame([done.to_row()]))
+                done = _ingest_rows(
+                    con,
+                    info,
+                    source,
+                    meta,
+                    mode,
+                    base,
+                    progress,
+                    project=project,
+                    params=params,
+                    tokens_per_step=tokens_per_step,
+                )
         except DatabaseBusyError:
             raise
         except Exception as exc:

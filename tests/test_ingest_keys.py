@@ -226,3 +226,66 @@ def test_store_write_is_atomic_on_its_own(db_path: Path) -> None:
         with pytest.raises(duckdb.ConstraintException):  # value is NOT NULL
             store.write(con, "observations", bad, validate=False)
         assert store.run(con, "SELECT step, value FROM observations") == [(1, 3.0)]
+
+
+# ------------------------------------------------------------------ one pass, or two
+
+
+def _ingest_with_chunks(
+    tmp_path: Path, name: str, text: str, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[tuple[int, int, int], dict[str, list[tuple]]]:
+    """Ingest ``text`` as a CSV read in chunks of ``chunk_rows``: counts, and the tables."""
+    from scalefit import _readers
+
+    monkeypatch.setattr(_readers, "CHUNK_ROWS", chunk_rows)
+    folder = tmp_path / f"{name}-{chunk_rows}"
+    folder.mkdir()
+    log = folder / "log.csv"
+    log.write_text(text)
+    db = folder / "db.duckdb"
+    (info,) = ingest_paths(db, [log])
+    tables = {
+        t: rows(db, f"SELECT * EXCLUDE (ingest_id) FROM {t} ORDER BY ALL")
+        for t in ("observations", "runs")
+    }
+    tables["quarantine"] = rows(db, "SELECT row_number, reason FROM quarantine ORDER BY ALL")
+    return (info.rows_in, info.rows_ok, info.rows_rejected), tables
+
+
+@pytest.mark.parametrize(
+    "name, text, passes",
+    [
+        # Rows arrive in order, keys unique: one pass, written chunk by chunk.
+        ("plain", "run_id,step,loss,params\nr,1,4.0,1e6\nr,2,3.9,1e6\nr,3,3.8,1e6\n", 1),
+        # `params` shows up only after the run's first rows, then differs for another run:
+        # the first pass resolved the runs without those values, so it starts again.
+        (
+            "late-params",
+            "run_id,step,loss,params\nr,1,4.0,\nr,2,3.9,\nr,3,3.8,1e6\n"
+            "s,1,4.0,1e6\ns,2,3.9,1e6\ns,3,3.8,2e6\n",
+            2,
+        ),
+        # A step logged again after rows were written: read again with a stage, so that
+        # the superseded row is quarantined with its row number.
+        ("relogged", "run_id,step,loss,params\nr,1,4.0,1e6\nr,2,3.9,1e6\nr,1,3.5,1e6\n", 2),
+    ],
+)
+def test_the_single_pass_gives_what_the_careful_pass_gives(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    text: str,
+    passes: int,
+) -> None:
+    """Small chunks make the one pass meet what it cannot handle mid-file; one chunk for the
+    whole file is the reference. Same counts, rows, runs and quarantine either way."""
+    with caplog.at_level("INFO", logger="scalefit.ingest"):
+        small = _ingest_with_chunks(tmp_path, name, text, 2, monkeypatch)
+    restarts = [r for r in caplog.records if "reading again" in r.getMessage()]
+    assert len(restarts) == passes - 1
+    whole = _ingest_with_chunks(tmp_path, name, text, 10_000, monkeypatch)
+    assert small == whole
+    if name == "late-params":
+        assert [r[0] for r in small[1]["runs"]] == ["r"]  # s differs in params: rejected
+        assert small[1]["runs"][0][2] == 1e6
