@@ -268,6 +268,13 @@ def _ingest_with_chunks(
         # A step logged again after rows were written: read again with a stage, so that
         # the superseded row is quarantined with its row number.
         ("relogged", "run_id,step,loss,params\nr,1,4.0,1e6\nr,2,3.9,1e6\nr,1,3.5,1e6\n", 2),
+        # A run fails its schema (params <= 0), found when the runs are validated at the
+        # end of the pass: read again, rejecting that run's rows as they come.
+        (
+            "bad-run",
+            "run_id,step,loss,params\nr,1,4.0,1e6\nr,2,3.9,1e6\nq,1,4.0,-1\nq,2,3.9,-1\n",
+            2,
+        ),
     ],
 )
 def test_the_single_pass_gives_what_the_careful_pass_gives(
@@ -289,3 +296,48 @@ def test_the_single_pass_gives_what_the_careful_pass_gives(
     if name == "late-params":
         assert [r[0] for r in small[1]["runs"]] == ["r"]  # s differs in params: rejected
         assert small[1]["runs"][0][2] == 1e6
+    if name == "bad-run":
+        assert small[0] == (4, 2, 2)
+        assert all("run `q`" in reason for _, reason in small[1]["quarantine"])
+
+
+def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
+    tmp_path: Path, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are written by a thread of their own while the next is validated: an error
+    there reaches the ingest, which rolls the file back and records the failure."""
+    from scalefit import _readers, ingest
+
+    monkeypatch.setattr(_readers, "CHUNK_ROWS", 2)
+    real, calls = ingest._Sink._insert, []
+
+    def failing(self: object, valid: pl.DataFrame) -> None:
+        calls.append(valid.height)
+        if len(calls) == 2:
+            raise duckdb.IOException("disk full (simulated)")
+        real(self, valid)
+
+    monkeypatch.setattr(ingest._Sink, "_insert", failing)
+    log = _write_log(tmp_path / "log.csv", _curve("r", range(1, 8), 0.0, eval_every=100))
+    (info,) = ingest_paths(db_path, [log], params=1e6)
+    assert (info.status, info.rows_ok) == ("failed", 0)
+    assert "disk full (simulated)" in info.message
+    assert rows(db_path, "SELECT count(*) FROM observations") == [(0,)]
+    assert rows(db_path, "SELECT count(*) FROM runs") == [(0,)]
+    assert rows(db_path, "SELECT status FROM ingests") == [("failed",)]
+
+
+def test_the_ingest_bounds_duckdb_memory_on_connections_it_opens(db_path: Path) -> None:
+    from scalefit import ingest
+
+    limit = "memory_limit"
+    reference = duckdb.connect()
+    reference.execute(f"SET {limit} = '{ingest.MEMORY_LIMIT}'")
+    expected = reference.execute(f"SELECT current_setting('{limit}')").fetchall()
+    reference.close()
+    with ingest._connection(db_path) as con:
+        assert store.run(con, f"SELECT current_setting('{limit}')") == expected
+    with store.connect(db_path) as con:  # a caller's connection keeps its settings
+        before = store.run(con, f"SELECT current_setting('{limit}')")
+        with ingest._connection(con) as same:
+            assert store.run(same, f"SELECT current_setting('{limit}')") == before
