@@ -387,6 +387,41 @@ def _scan(path: Path, prefix: int) -> _Scan:
     return _Scan(pos, h.hexdigest(), cp, cp_hash.hexdigest(), prefix_sha, lines, header_end)
 
 
+class _PendingScan:
+    """:func:`_scan` of a whole file in a thread of its own (``hashlib`` releases the GIL).
+
+    For a file never ingested before, nothing but its ``ingests`` row depends on its hash:
+    the rows are read meanwhile, instead of after a pass that hashes the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._scan: _Scan | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._work, args=(path,), name="scalefit-scan")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _work(self, path: Path) -> None:
+        try:
+            self._scan = _scan(path, 0)
+        except OSError as exc:
+            self._error = exc
+
+    def result(self) -> _Scan:
+        """Wait for the scan.
+
+        Raises
+        ------
+        OSError
+            The file could not be read.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._scan is not None
+        return self._scan
+
+
 def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files to ingest under ``paths`` and files a folder walk skips, with the reason.
 
@@ -1235,12 +1270,14 @@ def _ingest_rows(
     mode: str,
     base: dict,
     progress: Callable[[int], None] | None,
+    complete: Callable[[IngestInfo], IngestInfo],
     **run_options: float | str | None,
 ) -> IngestInfo:
     """The file's one transaction: its rows, runs, quarantine and ``ingests`` row.
 
     A single pass first; if it meets what only a careful pass handles (:class:`_Restart`),
-    everything it did is rolled back and the file is read again, carefully.
+    everything it did is rolled back and the file is read again, carefully. ``complete``
+    adds what the ``ingests`` row still lacks (a new file's hash: :class:`_PendingScan`).
     """
     for careful in (False, True):
         counts = _Counts()
@@ -1260,7 +1297,7 @@ def _ingest_rows(
                         "`loss`, `train_loss`, `eval_loss`)"
                     )
                 done = dataclasses.replace(
-                    info,
+                    complete(info),
                     finished_at=_now(),
                     rows_in=counts.rows_in,
                     rows_ok=rows_ok,
@@ -1341,52 +1378,63 @@ def ingest_file(
         store.run(con, "SET enable_progress_bar = false")
         prev = _previous(con, key, "AND status IN ('ok', 'rejected_rows')")
         last = _previous(con, key)
-        try:
-            scan = _scan(path, (prev or {}).get("checkpoint_bytes") or 0)
-        except OSError as exc:
-            return _record_failure(con, info, exc)
-        info = dataclasses.replace(
-            info,
-            sha256=scan.sha256,
-            size_bytes=scan.size,
-            settings_sha256=settings,
-            checkpoint_bytes=scan.checkpoint_bytes if detected in LINE_FORMATS else scan.size,
-            checkpoint_sha256=(scan.checkpoint_sha256 if detected in LINE_FORMATS else scan.sha256),
-        )
-        if prev and prev["sha256"] == scan.sha256 and prev["settings_sha256"] == settings:
+        info = dataclasses.replace(info, settings_sha256=settings)
+
+        def scanned(info: IngestInfo, scan: _Scan) -> IngestInfo:
+            line = detected in LINE_FORMATS
             return dataclasses.replace(
                 info,
-                status="unchanged",
-                mode="unchanged",
-                finished_at=_now(),
-                message="unchanged since ingest " + prev["ingest_id"][:12],
-                format=prev["format"],
+                sha256=scan.sha256,
+                size_bytes=scan.size,
+                checkpoint_bytes=scan.checkpoint_bytes if line else scan.size,
+                checkpoint_sha256=scan.checkpoint_sha256 if line else scan.sha256,
             )
-        if (
-            last
-            and last["status"] == "failed"
-            and last["sha256"] == scan.sha256
-            and last["settings_sha256"] == settings
-        ):
-            return dataclasses.replace(
-                info,
-                status="failed",
-                mode="failed",
-                finished_at=_now(),
-                message=f"{last['message']} (unchanged since that attempt; not retried)",
-            )
+
+        pending = _PendingScan(path) if prev is None and last is None else None
+
+        def complete(info: IngestInfo) -> IngestInfo:
+            return info if pending is None else scanned(info, pending.result())
+
         mode, offset, row_offset = "new" if prev is None else "replaced", 0, 0
-        if (
-            prev
-            and detected in LINE_FORMATS
-            and prev["format"] == detected
-            and prev["settings_sha256"] == settings
-            and prev["checkpoint_bytes"]
-            and scan.prefix_sha256 == prev["checkpoint_sha256"]
-            and (detected == "jsonl" or prev["checkpoint_bytes"] >= (scan.header_end or 0))
-        ):
-            mode, offset = "appended", prev["checkpoint_bytes"]
-            row_offset = scan.prefix_lines - (0 if detected == "jsonl" else 1)
+        if pending is None:  # seen before: the hash says what to do
+            try:
+                scan = _scan(path, (prev or {}).get("checkpoint_bytes") or 0)
+            except OSError as exc:
+                return _record_failure(con, info, exc)
+            info = scanned(info, scan)
+            if prev and prev["sha256"] == scan.sha256 and prev["settings_sha256"] == settings:
+                return dataclasses.replace(
+                    info,
+                    status="unchanged",
+                    mode="unchanged",
+                    finished_at=_now(),
+                    message="unchanged since ingest " + prev["ingest_id"][:12],
+                    format=prev["format"],
+                )
+            if (
+                last
+                and last["status"] == "failed"
+                and last["sha256"] == scan.sha256
+                and last["settings_sha256"] == settings
+            ):
+                return dataclasses.replace(
+                    info,
+                    status="failed",
+                    mode="failed",
+                    finished_at=_now(),
+                    message=f"{last['message']} (unchanged since that attempt; not retried)",
+                )
+            if (
+                prev
+                and detected in LINE_FORMATS
+                and prev["format"] == detected
+                and prev["settings_sha256"] == settings
+                and prev["checkpoint_bytes"]
+                and scan.prefix_sha256 == prev["checkpoint_sha256"]
+                and (detected == "jsonl" or prev["checkpoint_bytes"] >= (scan.header_end or 0))
+            ):
+                mode, offset = "appended", prev["checkpoint_bytes"]
+                row_offset = scan.prefix_lines - (0 if detected == "jsonl" else 1)
         try:
             with tempfile.TemporaryDirectory(prefix="scalefit-ingest-") as tmp:
                 read_path = path
@@ -1407,6 +1455,7 @@ def ingest_file(
                     mode,
                     base,
                     progress,
+                    complete,
                     project=project,
                     params=params,
                     tokens_per_step=tokens_per_step,
@@ -1418,6 +1467,8 @@ def ingest_file(
                 exc, ScalefitError | pl.exceptions.PolarsError | OSError | ValueError
             ):
                 log.exception("unexpected error while ingesting %s", path)
+            with contextlib.suppress(OSError):
+                info = complete(info)
             return _record_failure(con, info, exc)
     log.info("%s", done)
     return done
