@@ -2,7 +2,8 @@
 reports, artifacts.
 
 Each task is a plain ``scalefit.pipeline`` function; this file only names, orders and retries
-them. Run it with ``scalefit refresh`` (Prefect's ephemeral mode: no server to start), on a
+them. The fits run in a ``fit-laws`` subflow so that its task runner, where the bootstrap jobs
+go (threads or a Dask cluster), is chosen per run from ``[scale]`` in ``scalefit.toml``. Run it with ``scalefit refresh`` (Prefect's ephemeral mode: no server to start), on a
 schedule with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
 """
 
