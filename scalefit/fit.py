@@ -1602,30 +1602,21 @@ def fit_named(
         return fit_isoflop(data, n_bootstrap=n_bootstrap, seed=seed)
     if form == "envelope":
         return fit_envelope(data, n_bootstrap=n_bootstrap, seed=seed)
+    common = {
+        "delta": delta,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "resample": resample,
+        "bootstrap_jobs": bootstrap_jobs,
+        "bootstrap_map": bootstrap_map,
+    }
     if form == "data_constrained":
         from .fit_constrained import fit_data_constrained
 
-        return fit_data_constrained(
-            data,
-            delta=delta,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            resample=resample,
-            bootstrap_jobs=bootstrap_jobs,
-            bootstrap_map=bootstrap_map,
-        )
+        return fit_data_constrained(data, **common)
     if irreducible and form in ("kaplan_n", "kaplan_d", "kaplan_c"):
         form += "_e"
-    return fit_law(
-        data,
-        law=form,
-        delta=delta,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        resample=resample,
-        bootstrap_jobs=bootstrap_jobs,
-        bootstrap_map=bootstrap_map,
-    )
+    return fit_law(data, law=form, **common)
 
 
 def read_points(path: str | Any) -> pl.DataFrame:
