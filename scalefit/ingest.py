@@ -92,13 +92,13 @@ LOG_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
 
 DEFAULT_PROJECT = "default"
 
-MEMORY_LIMIT = os.environ.get("SCALEFIT_INGEST_MEMORY", "512MB")
+MEMORY_LIMIT = os.environ.get("SCALEFIT_INGEST_MEMORY", "256MB")
 """DuckDB's ``memory_limit`` on the connections the ingest opens (env
 ``SCALEFIT_INGEST_MEMORY``). Within a file's transaction DuckDB keeps the blocks it has
 written cached, so without a limit of its own its memory grows with the file (by about
 12 MB per million rows, up to 80% of the machine's RAM); those blocks are on disk already,
-so the limit costs no speed. A careful pass over a big file (see :func:`_write`) spills its
-stage to DuckDB's temporary directory beyond it."""
+so the limit costs no speed (measured at 10M rows). A careful pass over a big file (see
+:func:`_write`) spills its stage to DuckDB's temporary directory beyond it."""
 
 ProgressCallback = Callable[["IngestProgress"], None]
 
