@@ -3,8 +3,10 @@ reports, artifacts.
 
 Each task is a plain ``scalefit.pipeline`` function; this file only names, orders and retries
 them. The fits run in a ``fit-laws`` subflow so that its task runner, where the bootstrap jobs
-go (threads or a Dask cluster), is chosen per run from ``[scale]`` in ``scalefit.toml``. Run it with ``scalefit refresh`` (Prefect's ephemeral mode: no server to start), on a
-schedule with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
+go (threads or a Dask cluster), is chosen per run from ``[scale]`` in ``scalefit.toml``.
+
+Run it with ``scalefit refresh`` (Prefect's ephemeral mode: no server to start), on a schedule
+with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
 """
 
 from __future__ import annotations
