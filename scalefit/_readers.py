@@ -339,7 +339,18 @@ def read_jsonl(path: Path, *, run_id: str | None, offset: int = 0, row_offset: i
             if batch:
                 yield _jsonl_chunk(path, batch, run_id)
 
-    return Source("jsonl", [], [], _chunks=chunks)
+    def runs() -> pl.DataFrame | None:
+        # Objects may differ line to line: the run-level columns are whatever the lines have.
+        parts = []
+        for chunk in chunks():
+            present = [c for c in RUN_COLUMNS if c in chunk.frame.columns]
+            if present:
+                parts.append(chunk.frame.select("run_id", *present).unique())
+        return pl.concat(parts, how="diagonal").unique() if parts else None
+
+    # Run-level keys (`params`, `project`, ...) are read from the lines like a CSV's columns;
+    # which lines have them is only known by reading, so the file always offers them.
+    return Source("jsonl", [], [], _chunks=chunks, _runs=runs)
 
 
 def _jsonl_chunk(path: Path, batch: list[tuple[int, bytes]], run_id: str | None) -> Chunk:

@@ -103,6 +103,44 @@ def test_jsonl_with_bad_lines_and_a_half_written_last_line(tmp_path: Path, db_pa
     assert info.checkpoint_bytes == text.rindex(b"\n") + 1
 
 
+def test_jsonl_run_level_keys_are_read_like_columns(tmp_path: Path, db_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    lines = [
+        {"run_id": "small", "step": 1, "tokens": 1e9, "loss": 3.2, "params": 5e7},
+        {"run_id": "small", "step": 2, "tokens": 2e9, "loss": 3.1, "params": 5e7},
+        # The key may be on some lines only; a line without it is the same run.
+        {"run_id": "big", "step": 1, "tokens": 1e9, "loss": 3.0, "project": "sweep"},
+        {"run_id": "big", "step": 2, "tokens": 2e9, "loss": 2.9, "params": "1.2e8"},
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (info,) = ingest_paths(db_path, [log])
+    assert (info.status, info.rows_ok, info.rows_rejected) == ("ok", 4, 0)
+    assert rows(db_path, "SELECT run_id, project, params, params_method FROM runs ORDER BY 1") == [
+        ("big", "sweep", 1.2e8, "given"),
+        ("small", "default", 5e7, "given"),
+    ]
+    # A grown log: the new line re-logs a step (the later value wins), params stay read.
+    with log.open("a") as fh:
+        fh.write(json.dumps({**lines[0], "loss": 3.25}) + "\n")
+    (again,) = ingest_paths(db_path, [log])
+    assert (again.status, again.rows_in, again.rows_ok) == ("ok", 1, 1)
+    assert rows(db_path, "SELECT value FROM observations WHERE run_id = 'small' AND step = 1") == [
+        (3.25,)
+    ]
+    # A file that repeats a key within itself (its earlier copy quarantined) and whose params
+    # appear only on a later line is read the same way.
+    other = tmp_path / "other.jsonl"
+    dup = [
+        {"run_id": "mid", "step": 1, "loss": 3.5, "tokens": 1e9},
+        {"run_id": "mid", "step": 1, "loss": 3.4, "tokens": 1e9, "params": 8e7},
+    ]
+    other.write_text("".join(json.dumps(line) + "\n" for line in dup))
+    (third,) = ingest_paths(db_path, [other])
+    assert (third.status, third.rows_ok, third.rows_rejected) == ("rejected_rows", 1, 1)
+    assert rows(db_path, "SELECT params FROM runs WHERE run_id = 'mid'") == [(8e7,)]
+    _accounting_holds(db_path)
+
+
 def test_parquet_typed_columns(tmp_path: Path, db_path: Path) -> None:
     log = tmp_path / "runs.parquet"
     pl.DataFrame(
