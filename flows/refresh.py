@@ -169,7 +169,7 @@ def refresh(
             jobs=settings.jobs,
             return_state=True,
         )
-        if state.is_failed():  # e.g. the Dask cluster could not be reached: keep the rest
+        if state.is_failed():  # e.g. a local Dask cluster could not start: keep the rest
             steps["fits"] = {}
             errors["fit"] = str(state.message or "the fit-laws subflow failed")
         else:
