@@ -1097,9 +1097,7 @@ def fit_law(
     derived = {
         k: float(np.asarray(v)) for k, v in _derived(form.name, est, reference_flops).items()
     }
-    names = tuple(est) + tuple(derived)
-    samples = np.empty((0, len(names)))
-    ci: dict[str, tuple[float, float]] = {}
+    samples = np.empty((0, len(est) + len(derived)))
     if n_bootstrap:
 
         def to_samples(thetas: np.ndarray) -> np.ndarray:
@@ -1121,9 +1119,6 @@ def fit_law(
             jobs=bootstrap_jobs,
             map_jobs=bootstrap_map,
         )
-        ci = _percentile_ci(samples, names, confidence_level)
-    for w in warns:
-        warnings.warn(w, ConvergenceWarning, stacklevel=2)
     settings = {
         "law": form.name,
         "delta": delta,
@@ -1135,23 +1130,20 @@ def fit_law(
         "max_grid_iter": max_grid_iter,
         "reference_flops": reference_flops,
     }
-    samples.setflags(write=False)
-    return LawFit(
+    return _law_fit(
         form=form.name.removesuffix("_e"),
         law=form.law(est),
-        estimates=MappingProxyType(est),
-        derived=MappingProxyType(derived),
-        ci=MappingProxyType(ci),
+        est=est,
+        derived=derived,
+        samples=samples,
         confidence_level=confidence_level,
         objective=float(best.objective[0]),
         n_points=pts.n,
         converged=converged,
-        settings=MappingProxyType(settings),
-        diagnostics=MappingProxyType(diag),
-        warnings=tuple(warns),
+        settings=settings,
+        diag=diag,
+        warns=warns,
         input_sha256=pts.sha256(),
-        samples=samples,
-        sample_names=names,
     )
 
 
@@ -1292,36 +1284,47 @@ def _allocation_estimates(log_c: np.ndarray, log_n: np.ndarray) -> tuple[dict, f
     }, rss
 
 
-def _allocation_fit(
-    procedure: str,
-    est: dict,
-    rss: float,
+def _law_fit(
+    *,
+    form: str,
+    law: Any,
+    est: dict[str, float],
+    derived: dict[str, float],
     samples: np.ndarray,
-    pts: _Points,
-    level: float,
-    settings: dict,
-    diag: dict,
+    confidence_level: float,
+    objective: float,
+    n_points: int,
+    converged: bool,
+    settings: dict[str, Any],
+    diag: dict[str, Any],
     warns: list[str],
+    input_sha256: str,
 ) -> LawFit:
-    names = tuple(est)
-    ci = _percentile_ci(samples, names, level) if samples.shape[0] else {}
+    """The :class:`LawFit` of a finished fit, for every procedure.
+
+    ``samples`` has one column per estimate, then per derived quantity; intervals come from
+    its rows (none without a bootstrap). Warnings are issued at the caller of the public fit
+    function that called this one.
+    """
+    names = tuple(est) + tuple(derived)
+    ci = _percentile_ci(samples, names, confidence_level) if samples.shape[0] else {}
     for w in warns:
         warnings.warn(w, ConvergenceWarning, stacklevel=3)
     samples.setflags(write=False)
     return LawFit(
-        form=procedure,
-        law=AllocationLaw(**est),
+        form=form,
+        law=law,
         estimates=MappingProxyType(est),
-        derived=MappingProxyType({}),
+        derived=MappingProxyType(derived),
         ci=MappingProxyType(ci),
-        confidence_level=level,
-        objective=rss,
-        n_points=pts.n,
-        converged=True,
+        confidence_level=confidence_level,
+        objective=objective,
+        n_points=n_points,
+        converged=converged,
         settings=MappingProxyType(settings),
         diagnostics=MappingProxyType(diag),
         warnings=tuple(warns),
-        input_sha256=pts.sha256(),
+        input_sha256=input_sha256,
         samples=samples,
         sample_names=names,
     )
@@ -1396,8 +1399,20 @@ def fit_isoflop(
         "budget_rtol": budget_rtol,
     }
     diag = {"budgets": rows, "n_budgets": len(rows)}
-    return _allocation_fit(
-        "isoflop", est, rss, samples, pts, confidence_level, settings, diag, warns
+    return _law_fit(
+        form="isoflop",
+        law=AllocationLaw(**est),
+        est=est,
+        derived={},
+        samples=samples,
+        confidence_level=confidence_level,
+        objective=rss,
+        n_points=pts.n,
+        converged=True,
+        settings=settings,
+        diag=diag,
+        warns=warns,
+        input_sha256=pts.sha256(),
     )
 
 
@@ -1497,7 +1512,21 @@ def fit_envelope(
         "confidence_level": confidence_level,
     }
     diag = {"n_runs": int(uniq.size)}
-    return _allocation_fit("envelope", est, rss, samples, pts, confidence_level, settings, diag, [])
+    return _law_fit(
+        form="envelope",
+        law=AllocationLaw(**est),
+        est=est,
+        derived={},
+        samples=samples,
+        confidence_level=confidence_level,
+        objective=rss,
+        n_points=pts.n,
+        converged=True,
+        settings=settings,
+        diag=diag,
+        warns=[],
+        input_sha256=pts.sha256(),
+    )
 
 
 # --------------------------------------------------------------------------- extrapolation

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import math
 import warnings
-from types import MappingProxyType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from .fit import (
     _check_n_bootstrap,
     _check_resample,
     _check_seed,
-    _percentile_ci,
+    _law_fit,
     fit_chinchilla,
 )
 from .laws import DataConstrainedLaw
@@ -272,7 +272,6 @@ def fit_data_constrained(
         warns.append(f"parameter(s) {', '.join(on_bound)} ended on a bound of the search box")
     est = {k: float(v[0]) for k, v in _estimates(theta).items()}
     samples = np.empty((0, len(NAMES)))
-    ci: dict[str, tuple[float, float]] = {}
     diag: dict[str, Any] = {
         "n_starts": int(grid.shape[0]),
         "theta": dict(zip(THETA_NAMES, theta.tolist(), strict=True)),
@@ -300,9 +299,6 @@ def fit_data_constrained(
             jobs=bootstrap_jobs,
             map_jobs=bootstrap_map,
         )
-        ci = _percentile_ci(samples, NAMES, confidence_level)
-    for msg in warns:
-        warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     settings = {
         "law": "data_constrained",
         "delta": delta,
@@ -319,21 +315,18 @@ def fit_data_constrained(
     order_rows = np.lexsort((loss, unique, tokens, params))
     for col in (params, tokens, unique, loss):
         h.update(np.ascontiguousarray(col[order_rows], dtype="<f8").tobytes())
-    samples.setflags(write=False)
-    return LawFit(
+    return _law_fit(
         form="data_constrained",
         law=DataConstrainedLaw(**est),
-        estimates=MappingProxyType(est),
-        derived=MappingProxyType({}),
-        ci=MappingProxyType(ci),
+        est=est,
+        derived={},
+        samples=samples,
         confidence_level=confidence_level,
         objective=float(polish.objective[i]),
         n_points=int(loss.size),
         converged=converged,
-        settings=MappingProxyType(settings),
-        diagnostics=MappingProxyType(diag),
-        warnings=tuple(warns),
+        settings=settings,
+        diag=diag,
+        warns=warns,
         input_sha256=h.hexdigest(),
-        samples=samples,
-        sample_names=NAMES,
     )
