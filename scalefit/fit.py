@@ -1299,17 +1299,18 @@ def _law_fit(
     diag: dict[str, Any],
     warns: list[str],
     input_sha256: str,
+    stacklevel: int = 3,
 ) -> LawFit:
     """The :class:`LawFit` of a finished fit, for every procedure.
 
     ``samples`` has one column per estimate, then per derived quantity; intervals come from
     its rows (none without a bootstrap). Warnings are issued at the caller of the public fit
-    function that called this one.
+    function (``stacklevel`` frames up: 3 when that function calls this one directly).
     """
     names = tuple(est) + tuple(derived)
     ci = _percentile_ci(samples, names, confidence_level) if samples.shape[0] else {}
     for w in warns:
-        warnings.warn(w, ConvergenceWarning, stacklevel=3)
+        warnings.warn(w, ConvergenceWarning, stacklevel=stacklevel)
     samples.setflags(write=False)
     return LawFit(
         form=form,
@@ -1327,6 +1328,37 @@ def _law_fit(
         input_sha256=input_sha256,
         samples=samples,
         sample_names=names,
+    )
+
+
+def _allocation_fit(
+    procedure: str,
+    est: dict[str, float],
+    rss: float,
+    samples: np.ndarray,
+    pts: _Points,
+    level: float,
+    settings: dict[str, Any],
+    diag: dict[str, Any],
+    warns: list[str],
+) -> LawFit:
+    """The :class:`LawFit` of an allocation fit (approach 1 or 2): a least-squares line,
+    always solved exactly."""
+    return _law_fit(
+        form=procedure,
+        law=AllocationLaw(**est),
+        est=est,
+        derived={},
+        samples=samples,
+        confidence_level=level,
+        objective=rss,
+        n_points=pts.n,
+        converged=True,
+        settings=settings,
+        diag=diag,
+        warns=warns,
+        input_sha256=pts.sha256(),
+        stacklevel=4,
     )
 
 
@@ -1399,20 +1431,8 @@ def fit_isoflop(
         "budget_rtol": budget_rtol,
     }
     diag = {"budgets": rows, "n_budgets": len(rows)}
-    return _law_fit(
-        form="isoflop",
-        law=AllocationLaw(**est),
-        est=est,
-        derived={},
-        samples=samples,
-        confidence_level=confidence_level,
-        objective=rss,
-        n_points=pts.n,
-        converged=True,
-        settings=settings,
-        diag=diag,
-        warns=warns,
-        input_sha256=pts.sha256(),
+    return _allocation_fit(
+        "isoflop", est, rss, samples, pts, confidence_level, settings, diag, warns
     )
 
 
@@ -1512,21 +1532,7 @@ def fit_envelope(
         "confidence_level": confidence_level,
     }
     diag = {"n_runs": int(uniq.size)}
-    return _law_fit(
-        form="envelope",
-        law=AllocationLaw(**est),
-        est=est,
-        derived={},
-        samples=samples,
-        confidence_level=confidence_level,
-        objective=rss,
-        n_points=pts.n,
-        converged=True,
-        settings=settings,
-        diag=diag,
-        warns=[],
-        input_sha256=pts.sha256(),
-    )
+    return _allocation_fit("envelope", est, rss, samples, pts, confidence_level, settings, diag, [])
 
 
 # --------------------------------------------------------------------------- extrapolation
