@@ -95,6 +95,7 @@ __all__ = [
     "fit_law",
     "fit_named",
     "hoffmann_grid",
+    "named_form",
     "read_points",
     "run_bootstrap_job",
     "save_fit",
@@ -1630,9 +1631,7 @@ def fit_named(
     FitError
         Unknown ``law`` (the message lists the allowed names), or the fit's own errors.
     """
-    if law not in LAW_NAMES:
-        raise FitError(f"unknown law `{law}`; allowed: {', '.join(LAW_NAMES)}")
-    form = LAW_NAMES[law]
+    form = named_form(law, irreducible=irreducible)
     if form == "isoflop":
         return fit_isoflop(data, n_bootstrap=n_bootstrap, seed=seed)
     if form == "envelope":
@@ -1649,9 +1648,23 @@ def fit_named(
         from .fit_constrained import fit_data_constrained
 
         return fit_data_constrained(data, **common)
-    if irreducible and form in ("kaplan_n", "kaplan_d", "kaplan_c"):
-        form += "_e"
     return fit_law(data, law=form, **common)
+
+
+def named_form(law: str, *, irreducible: bool = False) -> str:
+    """The form :func:`fit_named` fits for the law called ``law``: a key of :data:`FORMS`
+    for the forms :func:`fit_law` fits (``irreducible`` adds ``_e`` where the form has an
+    ``E`` variant), else ``isoflop``, ``envelope`` or ``data_constrained``.
+
+    Raises
+    ------
+    FitError
+        Unknown ``law`` (the message lists the allowed names).
+    """
+    if law not in LAW_NAMES:
+        raise FitError(f"unknown law `{law}`; allowed: {', '.join(LAW_NAMES)}")
+    form = LAW_NAMES[law]
+    return f"{form}_e" if irreducible and f"{form}_e" in FORMS else form
 
 
 def read_points(path: str | Any) -> pl.DataFrame:

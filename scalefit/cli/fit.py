@@ -86,6 +86,12 @@ def fit_command(
 
     if law not in LAW_NAMES:
         raise FitError(f"unknown --law {law!r}; allowed: {', '.join(LAW_NAMES)}")
+    form = fitting.named_form(law, irreducible=irreducible)
+    if extrapolate and form not in fitting.FORMS:
+        raise FitError(
+            f"--extrapolate needs a law fitted by the Huber engine "
+            f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
+        )
     db_path = db or DEFAULT_DB_PATH
     if input is not None:
         data = fitting.read_points(input)
@@ -101,12 +107,6 @@ def fit_command(
                 f"no runs with observations match {selection!r} in {db_path}: "
                 "check --where, or pass --input FILE"
             )
-    form = LAW_NAMES[law] + ("_e" if irreducible and law in _WITH_E else "")
-    if extrapolate and form not in fitting.FORMS:
-        raise FitError(
-            f"--extrapolate needs a law fitted by the Huber engine "
-            f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
-        )
     with _bootstrap_pool(jobs if bootstrap else 1) as bootstrap_map:
         result = fitting.fit_named(
             data,
@@ -147,9 +147,6 @@ def fit_command(
         console.print(str(score), highlight=False, markup=False)
     if do_save:
         console.print(f"saved as {result.fit_id} in {db_path}", highlight=False, markup=False)
-
-
-_WITH_E = ("kaplan-n", "kaplan-d", "kaplan-c")
 
 
 @contextlib.contextmanager
