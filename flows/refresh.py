@@ -39,17 +39,16 @@ comparisons_table = task(name="comparisons_table", cache_policy=NO_CACHE)(
     pipeline.comparisons_table
 )
 fits_markdown = task(name="fits_markdown", cache_policy=NO_CACHE)(pipeline.fits_markdown)
-# Pure computation, no store access: safe to run on any worker, in any process.
-bootstrap_job = task(name="bootstrap_job", cache_policy=NO_CACHE)(fitting.run_bootstrap_job)
 
 
 def map_on_task_runner(
     fn: Callable[[fitting.BootstrapJob], fitting.BootstrapRefits],
     jobs: Sequence[fitting.BootstrapJob],
 ) -> list[fitting.BootstrapRefits]:
-    """A :data:`scalefit.fit.BootstrapMap` that runs each job as a Prefect task on the
-    current flow's task runner (threads, or a Dask cluster), in order."""
-    job_task = bootstrap_job if fn is fitting.run_bootstrap_job else task(cache_policy=NO_CACHE)(fn)
+    """A :data:`scalefit.fit.BootstrapMap` that runs each job as a ``bootstrap_job`` task on
+    the current flow's task runner (threads, or a Dask cluster), in order. A job is pure
+    computation with no store access: safe to run on any worker, in any process."""
+    job_task = task(name="bootstrap_job", cache_policy=NO_CACHE)(fn)
     return [future.result() for future in job_task.map(list(jobs))]
 
 
