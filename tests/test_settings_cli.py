@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import typer.main
 from test_config import BAD_FILES
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from scalefit.cli import app
 
@@ -43,7 +43,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _one_error_line(result, message: str) -> None:  # noqa: ANN001
+def _one_error_line(result: Result, message: str) -> None:
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
