@@ -461,9 +461,3 @@ def load_settings(
                 value = Path(value)
             values[field], origins[field] = value, f"option {flag}"
     return _validate(values, origins, source)
-
-
-def describe(field: str) -> str:
-    """Where a setting can also come from, for an option's help: ``$SCALEFIT_DB, [store] db``."""
-    key = _BY_FIELD[field]
-    return f"env {key.env}; scalefit.toml {key.section}.{key.key}"
