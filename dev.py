@@ -24,6 +24,12 @@ VENV = Path(os.environ.get("SCALEFIT_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
+# A separate, tiny environment with the DuckDB 1.x line most clients run, so that the test
+# suite can check that a store written by scalefit opens there (tests/test_duckdb_compat.py).
+COMPAT_VENV = Path(os.environ.get("SCALEFIT_DUCKDB14_VENV", ROOT / ".venv-duckdb14"))
+COMPAT_REQUIREMENT = "duckdb>=1.4,<1.5"
+COMPAT_PY = COMPAT_VENV / ("Scripts" if os.name == "nt" else "bin") / PY.name
+
 
 def _say(message: str) -> None:
     print(f"[dev.py] {message}", file=sys.stderr, flush=True)
@@ -51,6 +57,30 @@ def ensure_env() -> None:
     stamp.write_text(want)
 
 
+def ensure_compat_env() -> Path | None:
+    """Build ``.venv-duckdb14`` (DuckDB 1.4 only) once; None when it cannot be installed
+    (e.g. no package index), in which case the compatibility test skips and says why."""
+    stamp = COMPAT_VENV / ".scalefit-installed"
+    if COMPAT_PY.exists() and stamp.exists() and stamp.read_text() == COMPAT_REQUIREMENT:
+        return COMPAT_PY
+    _say(f"creating {COMPAT_VENV} with {COMPAT_REQUIREMENT} (first run only)")
+    try:
+        if not COMPAT_PY.exists():
+            venv.create(COMPAT_VENV, with_pip=True)
+        subprocess.run(
+            [
+                *(str(COMPAT_PY), "-m", "pip", "install", "--quiet"),
+                *("--disable-pip-version-check", COMPAT_REQUIREMENT),
+            ],
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        _say(f"could not install {COMPAT_REQUIREMENT} ({exc}): the DuckDB 1.4 test will skip")
+        return None
+    stamp.write_text(COMPAT_REQUIREMENT)
+    return COMPAT_PY
+
+
 def test_environment() -> dict[str, str]:
     """The environment the test suite runs in: Prefect kept local, quiet and in a temp home."""
     env = dict(os.environ)
@@ -68,7 +98,11 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     ensure_env()
     if command == "test":
-        return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=test_environment())
+        env = test_environment()
+        compat = ensure_compat_env()
+        if compat is not None:
+            env.setdefault("SCALEFIT_DUCKDB14_PYTHON", str(compat))
+        return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
     if command == "lint":
         return subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT) or subprocess.call(
             [str(BIN / "ruff"), "format", "--check", "."], cwd=ROOT

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from scalefit import fit as fitting
-from scalefit import pipeline
+from scalefit import pipeline, store
 from scalefit.config import Settings, load_settings
 
 # Steps write to the store, so none is cached. I/O steps retry once on a transient fault
@@ -125,15 +125,20 @@ def refresh(
 ) -> pipeline.RefreshInfo:
     """Bring the store and the reports up to date from ``scalefit.toml``; returns what changed.
 
-    Arguments given here override the config file (whose defaults apply when it is absent).
+    Arguments given here override the settings (``SCALEFIT_*`` variables, then the config
+    file, ``./scalefit.toml`` by default, whose defaults apply when it is absent).
     """
     logger = get_run_logger()
-    settings = load_settings(config_path).with_overrides(
-        db=db_path,
-        reports=reports_dir,
-        log_folders=tuple(log_folders) if log_folders is not None else None,
-        offline=offline,
+    settings = load_settings(
+        config_path,
+        options={
+            "db": ("db_path", db_path),
+            "reports": ("reports_dir", reports_dir),
+            "log_folders": ("log_folders", log_folders),
+            "offline": ("offline", offline),
+        },
     )
+    store.use_storage_version(settings.storage_version)
     db, errors = settings.db, {}
     before = table_counts(db)
     steps: dict[str, object] = {"load_curated": load_curated(db, datasets_dir)}

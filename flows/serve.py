@@ -3,8 +3,10 @@
 Two ways, chosen by whether a Prefect server is configured:
 
 - With ``PREFECT_API_URL`` set (a ``prefect server start`` or Prefect Cloud), the flow is
-  served as the deployment ``refresh/scalefit-refresh`` with a cron schedule: it shows in the
-  Prefect UI and Prefect's scheduler triggers it.
+  served as the deployment ``refresh/scalefit-serve`` with a cron schedule in the configured
+  time zone: it shows in the Prefect UI and Prefect's scheduler triggers it. (The work-pool
+  deployment of ``prefect.yaml`` is ``refresh/scalefit-worker``: the two never overwrite
+  each other.)
 - Without one, Prefect's ephemeral mode has no scheduler ("Cannot schedule flows on an
   ephemeral server"), so the schedule is kept here: sleep until the next cron time, run the
   flow (a real flow run, recorded like any other), repeat.
@@ -18,14 +20,19 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalefit.schedule import next_runs
 
 from .refresh import refresh
 
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
 log = logging.getLogger(__name__)
 
-DEPLOYMENT_NAME = "scalefit-refresh"
+DEPLOYMENT_NAME = "scalefit-serve"
+"""Name of the deployment ``scalefit serve`` registers (``prefect.yaml``'s is another)."""
 
 
 def has_prefect_server() -> bool:
@@ -35,14 +42,37 @@ def has_prefect_server() -> bool:
     return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
-def serve_with_server(cron: str, timezone: str, config_path: Path | None) -> None:
-    """Serve the flow as a Prefect deployment with a cron schedule (blocks until stopped)."""
-    refresh.serve(
+def build_deployment(cron: str, timezone: str, config_path: Path | None) -> RunnerDeployment:
+    """The deployment ``scalefit serve`` registers: the refresh flow on ``cron`` in ``timezone``."""
+    from prefect.schedules import Cron
+
+    return refresh.to_deployment(
         name=DEPLOYMENT_NAME,
-        cron=cron,
+        schedules=[Cron(cron, timezone=timezone)],
         parameters={"config_path": str(config_path) if config_path else None},
         description="scalefit refresh on a schedule (scalefit serve)",
     )
+
+
+def serve_with_server(cron: str, timezone: str, config_path: Path | None) -> None:
+    """Serve the flow as a Prefect deployment with a cron schedule (blocks until stopped)."""
+    from prefect import serve
+
+    serve(build_deployment(cron, timezone, config_path))
+
+
+def schedule_settings() -> dict[str, str]:
+    """A ``prefect deploy`` build step (see ``prefect.yaml``): the ``[schedule]`` settings.
+
+    Read like every command reads them (``SCALEFIT_CRON``/``SCALEFIT_TIMEZONE`` > the
+    ``scalefit.toml`` of the working directory or ``$SCALEFIT_CONFIG`` > the defaults), so the
+    deployment's schedule is the one ``scalefit serve`` would keep. Returns ``{"cron": ...,
+    "timezone": ...}`` for the deployment's ``schedules`` to template.
+    """
+    from scalefit.config import load_settings
+
+    settings = load_settings()
+    return {"cron": settings.cron, "timezone": settings.timezone}
 
 
 def serve_locally(

@@ -31,6 +31,19 @@ DEFAULT_DB = Path("scalefit.duckdb")
 DEFAULT_BUSY_TIMEOUT = float(os.environ.get("SCALEFIT_BUSY_TIMEOUT", "30"))
 """Seconds to wait for another process to release the database (env `SCALEFIT_BUSY_TIMEOUT`)."""
 
+_storage_version = "v1.4.0"  # = scalefit.config.STORAGE_VERSION; set by use_storage_version
+
+
+def use_storage_version(version: str) -> None:
+    """Create new stores in DuckDB storage ``version`` (``[store] storage_version``).
+
+    ``"v1.4.0"``, the default, is the newest format DuckDB 1.4 (its CLI, DBeaver, R and Node
+    clients) opens. An existing file keeps the format it was created in.
+    """
+    global _storage_version
+    _storage_version = version
+
+
 _DUCKDB_TYPES: dict[type[pl.DataType], str] = {
     pl.String: "VARCHAR",
     pl.Float64: "DOUBLE",
@@ -128,7 +141,13 @@ def _open(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnect
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            if read_only:
+                return duckdb.connect(str(path), read_only=True)
+            return duckdb.connect(
+                str(path), config={"storage_compatibility_version": _storage_version}
+            )
+        except duckdb.InvalidInputException as exc:  # an unknown storage version
+            raise StoreError(f"cannot open {path}: {exc}") from exc
         except duckdb.IOException as exc:
             if not _is_lock_conflict(exc):
                 raise StoreError(f"cannot open {path}: {exc}") from exc

@@ -23,16 +23,54 @@ from ..errors import ScalefitError
 if TYPE_CHECKING:
     import polars as pl
 
+    from ..config import Settings
+
 console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DbOption = Annotated[
-    Path,
-    typer.Option("--db", help="DuckDB file.", envvar="SCALEFIT_DB", show_default=True),
-]
 DEFAULT_DB_PATH = Path("scalefit.duckdb")
+
+
+def setting_help(text: str, env: str, key: str) -> str:
+    """An option's help that also says where else its setting can come from."""
+    return f"{text} Else ${env}, else scalefit.toml {key}."
+
+
+# Options that are settings default to None ("not given"): the value then comes from the
+# environment, scalefit.toml or the built-in default (scalefit.config.load_settings), and
+# `show_default` says what that built-in default is. Typer must not read the variable itself,
+# so that the settings object is the one place that does.
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help=setting_help("DuckDB file.", "SCALEFIT_DB", "store.db"),
+        show_default="scalefit.duckdb",
+    ),
+]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings file.",
+        envvar="SCALEFIT_CONFIG",
+        show_default="./scalefit.toml if present, else built-in defaults",
+    ),
+]
+
+
+def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
+    """The settings a command runs with: its options (``field=("--flag", value)``, None when
+    not given) > ``SCALEFIT_*`` variables > the config file > the defaults.
+
+    A bad value anywhere is a :class:`~scalefit.errors.ConfigError`: one line, exit status 1.
+    """
+    from ..config import load_settings
+
+    return load_settings(config, options=options)
 
 
 def prepare_prefect_environment() -> None:

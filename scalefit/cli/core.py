@@ -13,7 +13,7 @@ import typer
 # commands that need them, so `scalefit fit` or `--help` does not pay for the others.
 from . import app
 from ._common import (
-    DEFAULT_DB_PATH,
+    ConfigOption,
     DbOption,
     console,
     handle_errors,
@@ -22,6 +22,8 @@ from ._common import (
     print_error,
     print_frame,
     print_warning,
+    read_settings,
+    setting_help,
 )
 
 
@@ -31,53 +33,65 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-ReportsOption = Annotated[
-    Path,
-    typer.Option("--reports", help="Folder for the Parquet reports.", envvar="SCALEFIT_REPORTS"),
-]
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Config file (default: ./scalefit.toml if present, else built-in defaults).",
-        envvar="SCALEFIT_CONFIG",
-    ),
-]
+def _reports_option(*flags: str) -> typer.models.OptionInfo:
+    return typer.Option(
+        *flags,
+        help=setting_help(
+            "Folder for the Parquet reports and plots.", "SCALEFIT_REPORTS", "store.reports"
+        ),
+        show_default="reports",
+    )
 
 
 @app.command()
 @handle_errors
 def refresh(
-    db: Annotated[
-        Path | None, typer.Option("--db", help="DuckDB file [default: ./scalefit.duckdb].")
-    ] = None,
-    reports: Annotated[
-        Path | None, typer.Option("--reports", help="Reports folder [default: ./reports].")
-    ] = None,
+    db: DbOption = None,
+    reports: Annotated[Path | None, _reports_option("--reports")] = None,
     config: ConfigOption = None,
     logs: Annotated[
         list[Path] | None,
-        typer.Option("--logs", help="A log folder to ingest (repeatable; replaces the config's)."),
+        typer.Option(
+            "--logs",
+            help=setting_help(
+                "A log folder to ingest (repeatable; replaces the settings' folders).",
+                "SCALEFIT_INGEST_FOLDERS",
+                "ingest.folders",
+            ),
+            show_default="none",
+        ),
     ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Download nothing; use cached upstream files.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--offline/--online",
+            help=setting_help(
+                "Download nothing; use cached upstream files.",
+                "SCALEFIT_OFFLINE",
+                "upstream.offline",
+            ),
+            show_default="--online",
+        ),
+    ] = None,
 ) -> None:
     """Load the curated datasets and log folders, compare every model with every law, and
     write the reports.
 
     Runs the Prefect `refresh` flow in Prefect's ephemeral mode: no server to start, no
     account, nothing leaves this machine. Safe to re-run: unchanged inputs change nothing.
-    Settings come from scalefit.toml (see README); options here override them. Exit status 1
-    when a step failed (the other steps' work is kept).
+    Settings: options > SCALEFIT_* variables > scalefit.toml > defaults (see README). Exit
+    status 1 when a step failed (the other steps' work is kept).
     """
     from rich.table import Table
 
-    from ..config import load_settings
-
-    load_settings(config)  # fail fast on a bad config, before Prefect starts
+    # Every setting is checked here, before Prefect starts; the flow reads the same layers.
+    settings = read_settings(
+        config,
+        db=("--db", db),
+        reports=("--reports", reports),
+        log_folders=("--logs", logs),
+        offline=("--offline", offline),
+    )
     prepare_prefect_environment()
     started = time.monotonic()
     with console.status("Starting Prefect (ephemeral mode) and running the refresh flow…"):
@@ -85,10 +99,10 @@ def refresh(
 
         info = refresh_flow(
             config_path=config,
-            db_path=db,
-            reports_dir=reports,
-            log_folders=logs,
-            offline=offline or None,
+            db_path=settings.db,
+            reports_dir=settings.reports,
+            log_folders=list(settings.log_folders),
+            offline=settings.offline,
         )
     table = Table(title=f"scalefit refresh: {info.db_path}", title_justify="left")
     table.add_column("table")
@@ -119,13 +133,16 @@ def refresh(
 @app.command()
 @handle_errors
 def report(
-    db: DbOption = DEFAULT_DB_PATH,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the reports.")] = Path("reports"),
+    db: DbOption = None,
+    out: Annotated[Path | None, _reports_option("--out")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Write the Parquet reports and plots from the store, without refitting or reloading."""
     from .. import store
     from ..report import write_reports
 
+    settings = read_settings(config, db=("--db", db), reports=("--out", out))
+    db, out = settings.db, settings.reports
     with store.connect(db, create=False) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
@@ -138,31 +155,42 @@ def report(
 def serve(
     cron: Annotated[
         str | None,
-        typer.Option("--cron", help='Schedule, e.g. "0 3 * * *" [default: the config\'s].'),
+        typer.Option(
+            "--cron",
+            help=setting_help('Schedule, e.g. "30 2 * * 1".', "SCALEFIT_CRON", "schedule.cron"),
+            show_default="0 3 * * *",
+        ),
     ] = None,
     timezone: Annotated[
-        str | None, typer.Option("--timezone", help="Time zone of the schedule.")
+        str | None,
+        typer.Option(
+            "--timezone",
+            help=setting_help(
+                "Time zone of the schedule.", "SCALEFIT_TIMEZONE", "schedule.timezone"
+            ),
+            show_default="UTC",
+        ),
     ] = None,
     config: ConfigOption = None,
     max_runs: Annotated[
-        int | None, typer.Option("--max-runs", help="Stop after this many runs.", min=1)
+        int | None,
+        typer.Option(
+            "--max-runs", help="Stop after this many runs.", min=1, show_default="until stopped"
+        ),
     ] = None,
 ) -> None:
     """Run the refresh flow on a cron schedule until interrupted (Ctrl-C).
 
     With a Prefect server configured (PREFECT_API_URL), the flow is served as the deployment
-    `refresh/scalefit-refresh` and Prefect's scheduler triggers it (visible in the UI).
+    `refresh/scalefit-serve` with the schedule in --timezone, and Prefect's scheduler triggers
+    it (visible in the UI).
     Without one, the schedule is kept by this process and each run is a Prefect flow run in
     ephemeral mode.
     """
-    from ..config import load_settings
     from ..errors import ConfigError
-    from ..schedule import check_cron
 
-    settings = load_settings(config)
-    cron = cron or settings.cron
-    timezone = timezone or settings.timezone
-    check_cron(cron, timezone)
+    settings = read_settings(config, cron=("--cron", cron), timezone=("--timezone", timezone))
+    cron, timezone = settings.cron, settings.timezone
     prepare_prefect_environment()
     from ..flows import serve as serving
 
@@ -194,11 +222,12 @@ def serve(
 @handle_errors
 def sql(
     query: Annotated[str, typer.Argument(help='A SQL query, e.g. "select * from comparisons".')],
-    db: DbOption = DEFAULT_DB_PATH,
+    db: DbOption = None,
     format: Annotated[
         OutputFormat,
         typer.Option("--format", "-f", help="table, csv, or json (one array of row objects)."),
     ] = OutputFormat.table,
+    config: ConfigOption = None,
 ) -> None:
     """Run a SQL query against the store (read-only) and print the result.
 
@@ -207,6 +236,7 @@ def sql(
     """
     from .. import store
 
+    db = read_settings(config, db=("--db", db)).db
     with store.connect(db, read_only=True) as con:
         frame = store.query(con, query)
     print_frame(frame, format.value)
@@ -216,7 +246,8 @@ def sql(
 @handle_errors
 def models(
     family: Annotated[
-        str | None, typer.Option("--family", help='Only this family, e.g. "Llama 3.1".')
+        str | None,
+        typer.Option("--family", help='Only this family, e.g. "Llama 3.1".', show_default="all"),
     ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="table, csv, or json.")

@@ -13,7 +13,15 @@ import typer
 
 from ..fit import LAW_NAMES
 from . import app
-from ._common import DEFAULT_DB_PATH, console, handle_errors, print_frame
+from ._common import (
+    ConfigOption,
+    DbOption,
+    console,
+    handle_errors,
+    print_frame,
+    read_settings,
+    setting_help,
+)
 
 
 @app.command("fit")
@@ -22,7 +30,10 @@ def fit_command(
     input: Annotated[
         Path | None,
         typer.Option(
-            "--input", "-i", help="CSV or Parquet: params, tokens, loss [, flops, run_id]."
+            "--input",
+            "-i",
+            help="CSV or Parquet: params, tokens, loss (optional flops, run_id).",
+            show_default="none: read runs from the store",
         ),
     ] = None,
     law: Annotated[
@@ -31,17 +42,32 @@ def fit_command(
     where: Annotated[
         str | None,
         typer.Option(
-            "--where", help="Without --input: SQL predicate on `runs` (e.g. \"project = 'x'\")."
+            "--where",
+            help=setting_help(
+                "Without --input: predicate on `runs` (e.g. \"project = 'x'\").",
+                "SCALEFIT_FIT_WHERE",
+                "fit.where",
+            ),
+            show_default="all runs",
         ),
     ] = None,
     metric: Annotated[
         str | None,
         typer.Option(
-            "--metric", help="Store metric (default eval_loss, else loss, else train_loss)."
+            "--metric",
+            help="Metric of the store's observations.",
+            show_default="eval_loss, else loss, else train_loss",
         ),
     ] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help=setting_help("Bootstrap seed.", "SCALEFIT_FIT_SEED", "fit.seed"),
+            show_default="0",
+        ),
+    ] = None,
     huber_delta: Annotated[float, typer.Option("--huber-delta", help="Huber delta.")] = 1e-3,
     resample: Annotated[
         str, typer.Option("--resample", help="Bootstrap unit: points, runs or params.")
@@ -49,14 +75,16 @@ def fit_command(
     irreducible: Annotated[
         bool, typer.Option("--irreducible/--no-irreducible", help="Kaplan forms: add a term E.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    db: Annotated[
-        Path | None, typer.Option("--db", help="DuckDB file.", envvar="SCALEFIT_DB")
-    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object.", show_default="off")
+    ] = False,
+    db: DbOption = None,
     save: Annotated[
         bool | None,
         typer.Option(
-            "--save/--no-save", help="Save to `fits`/`laws` (default: when fit from the store)."
+            "--save/--no-save",
+            help="Save to `fits`/`laws`.",
+            show_default="--save when fit from the store, else --no-save",
         ),
     ] = None,
     extrapolate: Annotated[
@@ -70,11 +98,20 @@ def fit_command(
         ),
     ] = 0,
     jobs: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--jobs", "-j", min=1, help="Processes for the bootstrap refits (same result)."
+            "--jobs",
+            "-j",
+            min=1,
+            help=setting_help(
+                "Processes for the bootstrap refits (same result).",
+                "SCALEFIT_SCALE_JOBS",
+                "scale.jobs",
+            ),
+            show_default="1",
         ),
-    ] = 1,
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Fit a scaling law (Huber loss in log space, grid of starts, bootstrap intervals).
 
@@ -84,6 +121,15 @@ def fit_command(
     from .. import fit as fitting
     from ..errors import FitError
 
+    settings = read_settings(
+        config,
+        db=("--db", db),
+        fit_where=("--where", where),
+        seed=("--seed", seed),
+        jobs=("--jobs", jobs),
+    )
+    db_path, seed, jobs = settings.db, settings.seed, settings.jobs
+    where = settings.fit_where or None
     if law not in LAW_NAMES:
         raise FitError(f"unknown --law {law!r}; allowed: {', '.join(LAW_NAMES)}")
     form = fitting.named_form(law, irreducible=irreducible)
@@ -92,7 +138,6 @@ def fit_command(
             f"--extrapolate needs a law fitted by the Huber engine "
             f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
         )
-    db_path = db or DEFAULT_DB_PATH
     if input is not None:
         data = fitting.read_points(input)
         selection = str(input)
@@ -128,6 +173,7 @@ def fit_command(
     if do_save:
         from .. import store
 
+        store.use_storage_version(settings.storage_version)
         with store.connect(db_path) as con:
             fitting.save_fit(con, result, selection=selection)
     if as_json:

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from . import app
-from ._common import DEFAULT_DB_PATH, DbOption, console, err_console, handle_errors
+from ._common import (
+    ConfigOption,
+    DbOption,
+    console,
+    err_console,
+    handle_errors,
+    read_settings,
+    setting_help,
+)
 
 if TYPE_CHECKING:
     from .. import ingest as _ingest
@@ -79,13 +87,21 @@ def ingest(
     ],
     project: Annotated[
         str | None,
-        typer.Option(help="Project of runs whose file and run.json do not name one."),
+        typer.Option(
+            help=setting_help(
+                "Project of runs whose file and run.json do not name one.",
+                "SCALEFIT_PROJECT",
+                "ingest.project",
+            ),
+            show_default="default",
+        ),
     ] = None,
     params: Annotated[
         str | None,
         typer.Option(
             help="Parameter count of runs whose file and run.json do not give one "
-            "(e.g. 125M, 1.3e9)."
+            "(e.g. 125M, 1.3e9).",
+            show_default="from n_layer and d_model in run.json",
         ),
     ] = None,
     tokens_per_step: Annotated[
@@ -94,20 +110,30 @@ def ingest(
             "--tokens-per-step",
             help="Tokens per optimizer step (batch size x sequence length), so that "
             "tokens = step x this, for runs that do not log tokens.",
+            show_default="none",
         ),
     ] = None,
     format: Annotated[
         LogFormat | None,
-        typer.Option("--format", help="Force the format instead of detecting it."),
+        typer.Option(
+            "--format", help="Force the format instead of detecting it.", show_default="detect"
+        ),
     ] = None,
-    db: DbOption = DEFAULT_DB_PATH,
+    db: DbOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Ingest training logs (see ``_HELP``)."""
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import ingest as _ingest
+    from .. import store
 
+    settings = read_settings(config, db=("--db", db), project=("--project", project))
+    db = settings.db
+    # Only a project someone set: without one, a re-ingested run keeps the project it has.
+    project = settings.project if "project" in settings.model_fields_set else None
+    store.use_storage_version(settings.storage_version)
     count_params = parse_count(params)
     count_tps = parse_count(tokens_per_step)
     files, _ = _ingest.discover(paths)

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 
 from . import app
-from ._common import DEFAULT_DB_PATH, console, handle_errors, human_count
+from ._common import (
+    DEFAULT_DB_PATH,
+    ConfigOption,
+    console,
+    handle_errors,
+    human_count,
+    read_settings,
+    setting_help,
+)
 
 
 def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str]:
@@ -84,28 +92,42 @@ def plan_command(
     ] = "hoffmann2022_approach3",
     unique_tokens: Annotated[
         float | None,
-        typer.Option("--unique-tokens", help="Unique training tokens available."),
+        typer.Option(
+            "--unique-tokens", help="Unique training tokens available.", show_default="unlimited"
+        ),
     ] = None,
     inference_tokens: Annotated[
         float | None,
-        typer.Option("--inference-tokens", help="Lifetime inference tokens expected."),
+        typer.Option(
+            "--inference-tokens",
+            help="Lifetime inference tokens expected.",
+            show_default="none: no inference-aware plan",
+        ),
     ] = None,
     target_loss: Annotated[
         float | None,
         typer.Option(
             "--target-loss",
-            help="Loss the inference-aware model must reach (default: the compute-optimal one).",
+            help="Loss the inference-aware model must reach.",
+            show_default="the compute-optimal one's",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object.", show_default="off")
+    ] = False,
     db: Annotated[
         Path | None,
         typer.Option(
             "--db",
-            help="DuckDB file [default: ./scalefit.duckdb; without it, the curated laws].",
-            envvar="SCALEFIT_DB",
+            help=setting_help(
+                "DuckDB file (when it does not exist: the curated laws).",
+                "SCALEFIT_DB",
+                "store.db",
+            ),
+            show_default="scalefit.duckdb",
         ),
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Plan a training run: compute-optimal N and D for --flops, and, where asked, the
     data-constrained optimum (--unique-tokens; Muennighoff et al. 2023) and the
@@ -117,6 +139,7 @@ def plan_command(
 
     from ..plan import plan_budget
 
+    db = read_settings(config, db=("--db", db)).db
     value, samples, _ = load_law(law, db)
     result = plan_budget(
         value,
