@@ -12,7 +12,8 @@ Definitions (ARCHITECTURE.md; written here once):
   ``schemas/comparisons.py``): ``token_excess = D / D_opt``, ``size_ratio = N / N_opt``,
   ``tokens_per_param_ratio = (D / N) / (D_opt / N_opt)`` (= token_excess squared when
   ``C = 6 N D``; Gadre et al.'s multiplier against 20 is this reading under the 20-tokens rule)
-  and ``loss_cost = L(N, D) - L(N_opt, D_opt)`` (laws with a loss only).
+  and ``loss_cost = L(N, D) - L(N_opt, D_opt)`` with the optimum for ``6 N D`` (the law's
+  own compute accounting, so that both points spend the same compute; laws with a loss only).
 
 The "20 tokens per parameter" rule of thumb is one such law (``rule_20_tokens_per_param``)
 and is reported alongside the fitted laws, never instead of them.
@@ -191,7 +192,15 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
             if dc_law is not None and has_unique.any():
                 dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], unique[has_unique])
             ratio_ne = _tokens_per_param_ratio(law, n_ne, d, 6.0 * n_ne * d)
-            excess_6nd = d / np.asarray(law.allocation(flops_6nd).tokens, dtype=float)
+            opt_6nd = law.allocation(flops_6nd)
+            excess_6nd = d / np.asarray(opt_6nd.tokens, dtype=float)
+            # the loss cost compares (N, D) with the optimum on its own iso-compute curve
+            # N D = C / 6, in the law's accounting: never negative
+            loss_cost = (
+                predicted - np.asarray(law.loss(opt_6nd.params, opt_6nd.tokens), dtype=float)
+                if has_loss
+                else np.full(n.size, np.nan)
+            )
         frames.append(
             pl.DataFrame(
                 {
@@ -209,7 +218,7 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
                     "token_excess": d / opt_d,
                     "size_ratio": n / opt_n,
                     "tokens_per_param_ratio": (d / n) / opt_tpp,
-                    "loss_cost": predicted - optimal,
+                    "loss_cost": loss_cost,
                     "flops_active": 6.0 * n_active * d,
                     "optimal_params_active": opt_active.params,
                     "optimal_tokens_active": opt_active_d,

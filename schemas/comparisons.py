@@ -74,9 +74,9 @@ class ComparisonSchema(pa.DataFrameModel):
         nullable=True,
         description=(
             "Loss cost of the model's allocation, nats: L(N, D) - L(N_opt, D_opt) under the "
-            "law at the model's compute (`predicted_loss` - `optimal_loss`; 0 at the optimum; "
-            "negative only where published FLOPs are below 6ND). Null where the law has no "
-            "loss."
+            "law, with the optimum for `flops_6nd` (the law's own accounting, C = 6ND, so both "
+            "points spend the same compute): 0 at the optimum, never negative. Null where the "
+            "law has no loss."
         ),
     )
     flops_active: float = pa.Field(gt=0, description="6 * active_params * tokens (FLOPs).")

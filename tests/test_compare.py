@@ -51,7 +51,9 @@ def test_approach3_allocation_and_over_training_for_chinchilla_by_hand(
     #   size ratio N/N_opt = 70e9 / 3.2190e10 = 2.1746
     #   ratio of ratios (D/N)/(D_opt/N_opt) = 20 / 92.647 = 0.21587 (= 0.46944 / 2.1746)
     #   L(70e9, 1.4e12) = 1.69 + 406.4/70e9^0.34 + 410.7/1.4e12^0.28 = 1.69 + 0.08358 + 0.16311
-    #                   = 1.93665; L(N_opt, D_opt) = 1.93075; loss cost = 0.00590 nats
+    #                   = 1.93665; L(N_opt, D_opt) = 1.93075 (at 5.76e23)
+    #   loss cost, against the optimum on the model's own iso-compute curve (6ND = 5.88e23):
+    #   N_opt = 3.2491e10, D_opt = 3.0162e12, L = 1.92999; 1.93665 - 1.92999 = 0.006658
     row = _row(comparisons, "chinchilla-70b", "hoffmann2022_approach3")
     assert row["flops"] == pytest.approx(5.76e23)
     assert row["flops_source"] == "published"
@@ -64,7 +66,7 @@ def test_approach3_allocation_and_over_training_for_chinchilla_by_hand(
     assert row["tokens_per_param_ratio"] == pytest.approx(0.21587, rel=1e-4)
     assert row["predicted_loss"] == pytest.approx(1.93665, abs=1e-4)
     assert row["optimal_loss"] == pytest.approx(1.93075, abs=1e-4)
-    assert row["loss_cost"] == pytest.approx(0.005897, rel=1e-3)
+    assert row["loss_cost"] == pytest.approx(0.006658, rel=1e-3)
     # at 6ND = 5.88e23 instead: D_opt = 9.8e22^b / G = 3.0162e12, token excess 0.46416
     assert row["token_excess_6nd"] == pytest.approx(0.46416, rel=1e-4)
 
@@ -155,3 +157,33 @@ def test_laws_without_allocation_are_skipped() -> None:
     result = compare_models(models, laws)
     assert result.height == 0
     assert result.columns[:3] == ["model_id", "law_id", "law_form"]
+
+
+def test_a_model_at_the_laws_optimum_has_unit_ratios_and_no_loss_cost() -> None:
+    from scalefit.laws import ChinchillaLaw
+
+    opt = ChinchillaLaw(**HOFFMANN_A3).allocation(1e22)
+    n, d = float(opt.params), float(opt.tokens)
+    models = pl.DataFrame(
+        {
+            "model_id": ["at_opt", "half"],
+            "params": [n, n / 2],
+            "active_params": [n, n / 2],
+            "tokens": [d, 2 * d],
+        }
+    )
+    laws = pl.DataFrame(
+        {"law_id": ["a3"], "form": ["chinchilla"], "parameters": [json.dumps(HOFFMANN_A3)]}
+    )
+    at_opt, half = compare_models(models, laws).rows(named=True)
+    for name in ("token_excess", "size_ratio", "tokens_per_param_ratio"):
+        assert at_opt[name] == pytest.approx(1.0)
+    assert at_opt["loss_cost"] == pytest.approx(0.0, abs=1e-12)
+    # half the size on twice the tokens, same compute: excess 2, size 1/2, ratio of ratios 4,
+    # and the loss rises by L(N/2, 2D) - L(N, D) (by hand from the formula).
+    assert (half["token_excess"], half["size_ratio"]) == pytest.approx((2.0, 0.5))
+    assert half["tokens_per_param_ratio"] == pytest.approx(4.0)
+    a, b, al, be = (HOFFMANN_A3[k] for k in ("A", "B", "alpha", "beta"))
+    by_hand = (a / (n / 2) ** al + b / (2 * d) ** be) - (a / n**al + b / d**be)
+    assert half["loss_cost"] == pytest.approx(by_hand, rel=1e-9)
+    assert half["loss_cost"] > 0
