@@ -32,8 +32,8 @@ The bootstrap resamples (``resample=``):
   quirks affect all its points (the Chinchilla sweeps), or to ask how much the fit rests on a
   few sizes.
 
-Each resample is refit from the full-data optimum (and the next-best basin) to certified
-convergence; percentile intervals are given for every parameter and derived quantity, and the
+Each resample is refit from the full-data optimum alone (warm start; no other basin is tried)
+to certified convergence; percentile intervals are given for every parameter and derived quantity, and the
 samples are kept so that intervals of predictions can be computed (:meth:`LawFit.predict_interval`).
 
 References
