@@ -32,9 +32,10 @@ The bootstrap resamples (``resample=``):
   quirks affect all its points (the Chinchilla sweeps), or to ask how much the fit rests on a
   few sizes.
 
-Each resample is refit from the full-data optimum alone (warm start; no other basin is tried)
-to certified convergence; percentile intervals are given for every parameter and derived quantity, and the
-samples are kept so that intervals of predictions can be computed (:meth:`LawFit.predict_interval`).
+Each resample is refit from the full-data optimum alone (a warm start; no other basin is
+tried) to certified convergence; percentile intervals are given for every parameter and derived
+quantity, and the samples are kept so that intervals of predictions can be computed
+(:meth:`LawFit.predict_interval`).
 
 References
 ----------
