@@ -78,8 +78,27 @@ def frame_sha256(frame: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def column_descriptions(table: str, columns: list[str]) -> dict[str, str]:
+    """The schema's description of each of ``columns`` of report ``table`` (the schemas are
+    the one home of column definitions; the ``comparisons`` view takes its columns from
+    ``comparison_results``, ``models`` and the law's caveat)."""
+    from .schemas import TABLES
+
+    names = ["comparison_results", "models"] if table == "comparisons" else [table]
+    out: dict[str, str] = {}
+    for spec in (TABLES[n] for n in names if n in TABLES):
+        for name, col in spec.schema.to_schema().columns.items():
+            if name in columns and col.description:
+                out.setdefault(name, col.description)
+    if table == "comparisons" and "law_caveat" in columns:
+        caveat = TABLES["laws"].schema.to_schema().columns["caveat"].description
+        out["law_caveat"] = f"`laws.caveat` of the row's law: {caveat}"
+    return out
+
+
 def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: str) -> None:
-    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata."""
+    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata, including
+    ``scalefit.columns``: a JSON object of each column's definition from the schemas."""
     arrow = frame.to_arrow()
     meta = dict(arrow.schema.metadata or {})
     meta.update(
@@ -91,6 +110,9 @@ def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: 
             b"scalefit.rows": str(frame.height).encode(),
         }
     )
+    described = column_descriptions(table, frame.columns)
+    if described:
+        meta[b"scalefit.columns"] = json.dumps(described).encode()
     with atomic_path(path) as tmp:
         pq.write_table(arrow.replace_schema_metadata(meta), tmp)
 

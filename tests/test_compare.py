@@ -104,9 +104,23 @@ def test_the_comparisons_view_carries_each_laws_caveat(tmp_path) -> None:
             "SELECT law_id, any_value(law_caveat) AS caveat, count(*) AS n FROM comparisons "
             "GROUP BY law_id",
         )
+        frame = store.query(con, "SELECT * FROM comparisons")
     caveats = dict(zip(rows["law_id"], rows["caveat"], strict=True))
     assert "not the optimum of the paper's own objective" in caveats["hoffmann2022_approach3"]
     assert caveats["besiroglu2024"] is None and caveats["rule_20_tokens_per_param"] is None
+
+    # the Parquet report carries each column's definition, from the schema
+    from scalefit.report import parquet_metadata, write_parquet
+    from scalefit.schemas import ComparisonSchema
+
+    path = tmp_path / "comparisons.parquet"
+    write_parquet(frame, path, table="comparisons", input_sha256="0" * 64)
+    defined = json.loads(parquet_metadata(path)["scalefit.columns"])
+    schema = ComparisonSchema.to_schema().columns
+    for name in ("token_excess", "size_ratio", "tokens_per_param_ratio", "loss_cost"):
+        assert defined[name] == schema[name].description
+    assert defined["token_excess"].startswith("Token excess D / D_opt")
+    assert "caveat" in defined["law_caveat"] and "tokens" in defined
 
 
 def test_moe_comparison_uses_active_parameters_for_active_columns(
