@@ -53,7 +53,7 @@ from .laws import (
     effective_tokens,
     law_from_parameters,
 )
-from .schemas import ComparisonSchema
+from .schemas import TABLES, ComparisonSchema
 from .validate import empty_frame
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,28 @@ def refresh_comparisons(con: duckdb.DuckDBPyConnection) -> int:
     laws = store.query(con, "SELECT law_id, form, parameters FROM laws ORDER BY law_id")
     result = compare_models(models, laws)
     with store.transaction(con):
+        _recreate_if_columns_changed(con)
         store.write(con, "comparison_results", result)
         store.run(con, VIEW_SQL)
     return result.height
+
+
+def _recreate_if_columns_changed(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop and recreate ``comparison_results`` when a store made by an older scalefit has
+    other columns (e.g. the former ``overtraining_factor``, NOT NULL): the table is derived,
+    recomputed in full on every refresh, so nothing is lost."""
+    spec = TABLES["comparison_results"]
+    have = {
+        c
+        for (c,) in store.run(
+            con,
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND table_name = 'comparison_results'",
+        )
+    }
+    if have and have != set(spec.columns):
+        log.info("recreating comparison_results: its columns changed")
+        store.run(con, "DROP VIEW IF EXISTS comparisons")
+        store.run(con, "DROP TABLE comparison_results")
+        for stmt in store.ddl(spec):
+            store.run(con, stmt)

@@ -201,3 +201,25 @@ def test_a_model_at_the_laws_optimum_has_unit_ratios_and_no_loss_cost() -> None:
     by_hand = (a / (n / 2) ** al + b / (2 * d) ** be) - (a / n**al + b / d**be)
     assert half["loss_cost"] == pytest.approx(by_hand, rel=1e-9)
     assert half["loss_cost"] > 0
+
+
+def test_a_store_from_before_the_new_columns_is_refreshed(tmp_path) -> None:
+    # a store made by an older scalefit: comparison_results had a NOT NULL
+    # `overtraining_factor`; the derived table is recreated, not failed on.
+    from scalefit import store
+    from scalefit.compare import refresh_comparisons
+    from scalefit.curated import load_curated
+
+    with store.connect(tmp_path / "s.duckdb") as con:
+        load_curated(con, read_curated())
+        store.run(con, "DROP VIEW IF EXISTS comparisons")
+        store.run(con, "DROP TABLE comparison_results")
+        store.run(
+            con,
+            "CREATE TABLE comparison_results (model_id VARCHAR, law_id VARCHAR, "
+            "overtraining_factor DOUBLE NOT NULL)",
+        )
+        assert refresh_comparisons(con) > 0
+        columns = {c for (c,) in store.run(con, "SELECT column_name FROM (DESCRIBE comparisons)")}
+    assert {"token_excess", "loss_cost", "law_caveat"} <= columns
+    assert "overtraining_factor" not in columns
