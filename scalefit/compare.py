@@ -4,10 +4,16 @@ Definitions (ARCHITECTURE.md; written here once):
 
 - Tokens per parameter: ``D / N``; for a MoE model both against total and against active
   parameters.
-- Overtraining factor of a model trained on ``D`` tokens with ``N`` parameters, under a law:
-  ``(D / N) / (D_opt / N_opt)``, where ``(N_opt, D_opt)`` is the law's compute-optimal
-  allocation at the same compute ``C = 6 N D``. Above 1: more tokens per parameter than the
-  law's optimum (a smaller model trained longer); below 1: undertrained.
+- Compute ``C``: the model's published training FLOPs where its source gives them, else
+  ``6 N D`` (``flops_source`` says which; ``flops_6nd`` is always there).
+- Over-training of a model trained on ``D`` tokens with ``N`` parameters, under a law, with
+  ``(N_opt, D_opt)`` the law's compute-optimal allocation at the model's compute ``C``, as four
+  separately named measures (their one definition is the ``comparisons`` schema,
+  ``schemas/comparisons.py``): ``token_excess = D / D_opt``, ``size_ratio = N / N_opt``,
+  ``tokens_per_param_ratio = (D / N) / (D_opt / N_opt)`` (= token_excess squared when
+  ``C = 6 N D``; Gadre et al.'s multiplier against 20 is this reading under the 20-tokens rule)
+  and ``loss_cost = L(N, D) - L(N_opt, D_opt)`` with the optimum for ``6 N D`` (the law's
+  own compute accounting, so that both points spend the same compute; laws with a loss only).
 
 The "20 tokens per parameter" rule of thumb is one such law (``rule_20_tokens_per_param``)
 and is reported alongside the fitted laws, never instead of them.
@@ -20,9 +26,9 @@ Beyond the compute-optimal view, each row carries:
 - where a model's paper states its unique tokens (``unique_tokens`` in the models frame; no
   curated model does yet), its epochs, effective data and data-constrained loss (Muennighoff
   et al. 2023, with their published decay constants);
-- the counting conventions used (``param_convention = "total"``, ``flops_convention =
-  "6ND"``), and the same overtraining factor under non-embedding parameters or the published
-  training FLOPs where the curated data have those figures.
+- the counting conventions used (``param_convention = "total"``, ``flops_source``), and the
+  ratio of ratios under non-embedding parameters, and the token excess at ``6 N D``, where the
+  curated data have those figures.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from .laws import (
     effective_tokens,
     law_from_parameters,
 )
-from .schemas import ComparisonSchema
+from .schemas import TABLES, ComparisonSchema
 from .validate import empty_frame
 
 log = logging.getLogger(__name__)
@@ -55,11 +61,13 @@ log = logging.getLogger(__name__)
 VIEW_SQL = """
 CREATE OR REPLACE VIEW comparisons AS
 SELECT m.family, m.model, m.architecture, m.params, m.active_params, m.tokens,
-       m.training_flops, m.flops_is_estimate, c.*
+       m.training_flops, m.flops_is_estimate, c.*, l.caveat AS law_caveat
 FROM comparison_results AS c
 JOIN models AS m USING (model_id)
+LEFT JOIN laws AS l USING (law_id)
 """
-"""The public ``comparisons`` view: models x laws, with the models' names and counts."""
+"""The public ``comparisons`` view: models x laws, with the models' names and counts and the
+law's caveat (``laws.caveat``: print it wherever the row is shown)."""
 
 
 def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
@@ -79,8 +87,9 @@ def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
 
 
 MOE_NOTE = (
-    "MoE: ratios against total (tokens_per_param, overtraining_factor) and active (*_active) "
-    "parameters; these laws were fitted on dense models"
+    "MoE: ratios against total (tokens_per_param, token_excess, size_ratio, "
+    "tokens_per_param_ratio) and active (*_active) parameters; these laws were fitted on dense "
+    "models"
 )
 
 
@@ -96,7 +105,9 @@ def _positive_or_nan(x: Any) -> np.ndarray:
     return np.where(np.isfinite(x) & (x > 0), x, np.nan)
 
 
-def _overtraining(law: Any, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray) -> Any:
+def _tokens_per_param_ratio(
+    law: Any, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray
+) -> np.ndarray:
     """``(D/N) / (D_opt/N_opt)`` with the optimum taken at ``flops`` (NaN where missing)."""
     ok = np.isfinite(flops) & np.isfinite(params)
     out = np.full(params.size, np.nan)
@@ -155,59 +166,81 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
         d_eff[has_unique] = effective_tokens(
             d[has_unique], unique[has_unique], MUENNIGHOFF_R_D_STAR
         )
+    flops_6nd = 6.0 * n * d
+    has_published = np.isfinite(published)
+    flops = np.where(has_published, published, flops_6nd)
+    source = np.where(has_published, "published", "6ND")
     frames = []
     for row, law in allocating_laws(laws):
-        opt = law.allocation(6.0 * n * d)
+        opt = law.allocation(flops)
         opt_active = law.allocation(6.0 * n_active * d)
         has_loss = hasattr(law, "loss")
-        opt_tpp = np.asarray(opt.tokens_per_param)
+        opt_n = np.asarray(opt.params, dtype=float)
+        opt_d = np.asarray(opt.tokens, dtype=float)
+        opt_tpp = opt_d / opt_n
+        opt_active_d = np.asarray(opt_active.tokens, dtype=float)
         with np.errstate(all="ignore"):
             if has_loss:
                 be = _positive_or_nan(break_even_inference_tokens(law, n, d))
                 be_active = _positive_or_nan(break_even_inference_tokens(law, n_active, d))
+                predicted = np.asarray(law.loss(n, d), dtype=float)
+                optimal = np.asarray(law.loss(opt_n, opt_d), dtype=float)
             else:
-                be = be_active = np.full(n.size, np.nan)
+                be = be_active = predicted = optimal = np.full(n.size, np.nan)
             dc_loss = np.full(n.size, np.nan)
             dc_law = _constrained(law)
             if dc_law is not None and has_unique.any():
                 dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], unique[has_unique])
-            ot_ne = _overtraining(law, n_ne, d, 6.0 * n_ne * d)
-            ot_pub = _overtraining(law, n, d, published)
+            ratio_ne = _tokens_per_param_ratio(law, n_ne, d, 6.0 * n_ne * d)
+            opt_6nd = law.allocation(flops_6nd)
+            excess_6nd = d / np.asarray(opt_6nd.tokens, dtype=float)
+            # the loss cost compares (N, D) with the optimum on its own iso-compute curve
+            # N D = C / 6, in the law's accounting: never negative
+            loss_cost = (
+                predicted - np.asarray(law.loss(opt_6nd.params, opt_6nd.tokens), dtype=float)
+                if has_loss
+                else np.full(n.size, np.nan)
+            )
         frames.append(
             pl.DataFrame(
                 {
                     "model_id": models["model_id"],
                     "law_id": row["law_id"],
                     "law_form": row["form"],
-                    "flops": 6.0 * n * d,
+                    "flops": flops,
+                    "flops_source": source,
+                    "flops_6nd": flops_6nd,
                     "tokens_per_param": d / n,
                     "tokens_per_active_param": d / n_active,
-                    "optimal_params": opt.params,
-                    "optimal_tokens": opt.tokens,
+                    "optimal_params": opt_n,
+                    "optimal_tokens": opt_d,
                     "optimal_tokens_per_param": opt_tpp,
-                    "overtraining_factor": (d / n) / opt_tpp,
+                    "token_excess": d / opt_d,
+                    "size_ratio": n / opt_n,
+                    "tokens_per_param_ratio": (d / n) / opt_tpp,
+                    "loss_cost": loss_cost,
                     "flops_active": 6.0 * n_active * d,
                     "optimal_params_active": opt_active.params,
-                    "optimal_tokens_active": opt_active.tokens,
-                    "overtraining_factor_active": (d / n_active)
+                    "optimal_tokens_active": opt_active_d,
+                    "token_excess_active": d / opt_active_d,
+                    "size_ratio_active": n_active / np.asarray(opt_active.params, dtype=float),
+                    "tokens_per_param_ratio_active": (d / n_active)
                     / np.asarray(opt_active.tokens_per_param),
-                    "predicted_loss": law.loss(n, d) if has_loss else None,
-                    "optimal_loss": law.loss(opt.params, opt.tokens) if has_loss else None,
+                    "predicted_loss": predicted,
+                    "optimal_loss": optimal,
                     "param_convention": "total",
-                    "flops_convention": "6ND",
                     "break_even_inference_tokens": be,
                     "break_even_inference_tokens_active": be_active,
                     "tokens_per_non_embedding_param": d / n_ne,
-                    "overtraining_factor_non_embedding": ot_ne,
+                    "tokens_per_param_ratio_non_embedding": ratio_ne,
                     "published_flops_over_6nd": published / (6.0 * n_active * d),
-                    "overtraining_factor_published_flops": ot_pub,
+                    "token_excess_6nd": excess_6nd,
                     "unique_tokens": unique,
                     "epochs": epochs,
                     "effective_tokens": d_eff,
                     "data_constrained_loss": dc_loss,
                     "notes": pl.Series(notes, dtype=pl.String),
                 },
-                schema_overrides={"predicted_loss": pl.Float64, "optimal_loss": pl.Float64},
             ).fill_nan(None)
         )
     if not frames:
@@ -274,6 +307,28 @@ def refresh_comparisons(con: duckdb.DuckDBPyConnection) -> int:
     laws = store.query(con, "SELECT law_id, form, parameters FROM laws ORDER BY law_id")
     result = compare_models(models, laws)
     with store.transaction(con):
+        _recreate_if_columns_changed(con)
         store.write(con, "comparison_results", result)
         store.run(con, VIEW_SQL)
     return result.height
+
+
+def _recreate_if_columns_changed(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop and recreate ``comparison_results`` when a store made by an older scalefit has
+    other columns (e.g. the former ``overtraining_factor``, NOT NULL): the table is derived,
+    recomputed in full on every refresh, so nothing is lost."""
+    spec = TABLES["comparison_results"]
+    have = {
+        c
+        for (c,) in store.run(
+            con,
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND table_name = 'comparison_results'",
+        )
+    }
+    if have and have != set(spec.columns):
+        log.info("recreating comparison_results: its columns changed")
+        store.run(con, "DROP VIEW IF EXISTS comparisons")
+        store.run(con, "DROP TABLE comparison_results")
+        for stmt in store.ddl(spec):
+            store.run(con, stmt)

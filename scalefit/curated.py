@@ -189,6 +189,8 @@ def _prepare_models(frame: pl.DataFrame) -> pl.DataFrame:
 def _validate_file(path: Path, kind: str, frame: pl.DataFrame) -> pl.DataFrame:
     if kind == "models":
         frame = _prepare_models(frame)
+    if kind == "law_parameters" and "caveat" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("caveat"))
     try:
         checked = validate_frame(frame, _SCHEMAS[kind])
     except ValidationError as exc:
@@ -230,6 +232,7 @@ def _laws_from_parameters(params: pl.DataFrame) -> pl.DataFrame:
                 "fit_id": None,
                 "locator": "; ".join(dict.fromkeys(group["locator"].to_list())),
                 "notes": "; ".join(dict.fromkeys(n for n in group["notes"].to_list() if n)) or None,
+                "caveat": next((c for c in group["caveat"].to_list() if c), None),
             }
         )
     return pl.DataFrame(rows, schema={c: pl.String for c in rows[0]}) if rows else pl.DataFrame()

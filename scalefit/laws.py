@@ -197,9 +197,9 @@ def kaplan_joint_loss(
 
 def _no_allocation(law: Any, why: str) -> AllocationUnavailableError:
     return AllocationUnavailableError(
-        f"law form `{law.form}` has no compute-optimal allocation: {why}. "
-        "Use a `chinchilla`, `kaplan_nd`, `allocation` or `tokens_per_param` law to "
-        "allocate compute."
+        f"this `{law.form}` law cannot size a compute budget: {why}. Allocating compute needs "
+        "a loss law in N and D (`chinchilla`, `kaplan_nd`), a `tokens_per_param` rule, or an "
+        "`allocation` law that states a coefficient (e.g. `llama3_2024`)"
     )
 
 
@@ -473,7 +473,11 @@ class AllocationLaw:
         if self.tokens_coef is not None and self.tokens_exp is not None:
             d = self.tokens_coef * c**self.tokens_exp
         if n is None and d is None:
-            raise _no_allocation(self, "only exponents were given, no coefficient")
+            raise _no_allocation(
+                self,
+                "it states only the exponents of the optimum (N_opt ~ C^a, D_opt ~ C^b), "
+                "no coefficient",
+            )
         if n is None:
             n = c / (6.0 * d)
         if d is None:

@@ -78,8 +78,27 @@ def frame_sha256(frame: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def column_descriptions(table: str, columns: list[str]) -> dict[str, str]:
+    """The schema's description of each of ``columns`` of report ``table`` (the schemas are
+    the one home of column definitions; the ``comparisons`` view takes its columns from
+    ``comparison_results``, ``models`` and the law's caveat)."""
+    from .schemas import TABLES
+
+    names = ["comparison_results", "models"] if table == "comparisons" else [table]
+    out: dict[str, str] = {}
+    for spec in (TABLES[n] for n in names if n in TABLES):
+        for name, col in spec.schema.to_schema().columns.items():
+            if name in columns and col.description:
+                out.setdefault(name, col.description)
+    if table == "comparisons" and "law_caveat" in columns:
+        caveat = TABLES["laws"].schema.to_schema().columns["caveat"].description
+        out["law_caveat"] = f"`laws.caveat` of the row's law: {caveat}"
+    return out
+
+
 def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: str) -> None:
-    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata."""
+    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata, including
+    ``scalefit.columns``: a JSON object of each column's definition from the schemas."""
     arrow = frame.to_arrow()
     meta = dict(arrow.schema.metadata or {})
     meta.update(
@@ -91,6 +110,9 @@ def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: 
             b"scalefit.rows": str(frame.height).encode(),
         }
     )
+    described = column_descriptions(table, frame.columns)
+    if described:
+        meta[b"scalefit.columns"] = json.dumps(described).encode()
     with atomic_path(path) as tmp:
         pq.write_table(arrow.replace_schema_metadata(meta), tmp)
 
@@ -182,8 +204,9 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
     return files
 
 
-SUMMARY_LAWS = ("rule_20_tokens_per_param", "hoffmann2022_approach3")
-"""Laws shown in the comparisons summary by default: the rule of thumb and approach 3."""
+SUMMARY_LAWS = ("rule_20_tokens_per_param", "besiroglu2024")
+"""Laws shown in the comparisons summary by default: the rule of thumb and Besiroglu et al.'s
+corrected approach-3 fit (the printed approach-3 constants are not their own optimum)."""
 
 
 def comparisons_summary(
@@ -193,8 +216,9 @@ def comparisons_summary(
     law_ids = law_ids or SUMMARY_LAWS
     frame = store.query(
         con,
-        "SELECT family, model, law_id, params, tokens, tokens_per_param, "
-        "optimal_tokens_per_param, overtraining_factor, predicted_loss "
+        "SELECT family, model, law_id, params, tokens, flops, flops_source, tokens_per_param, "
+        "optimal_tokens_per_param, token_excess, size_ratio, tokens_per_param_ratio, "
+        "loss_cost, predicted_loss, law_caveat "
         "FROM comparisons WHERE list_contains(?, law_id) ORDER BY law_id, family, params",
         [list(law_ids)],
     )

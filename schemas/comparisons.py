@@ -13,41 +13,94 @@ from ._base import TableSpec
 class ComparisonSchema(pa.DataFrameModel):
     """One model under one law.
 
-    ``flops`` is ``C = 6 N D`` with ``N`` the total parameters, the compute at which the law's
-    optimum is taken; the ``*_active`` columns repeat the comparison with the parameters active
-    per token (they equal the others for dense models). Laws were fitted on dense models: read
-    MoE rows with that in mind.
-
-    Conventions are recorded per row (`param_convention`, `flops_convention`); the
-    `*_non_embedding` and `*_published_flops` columns show how the ratios move under the other
-    conventions where the curated data have the figures.
+    ``flops`` is the model's compute, at which the law's optimum ``(N_opt, D_opt)`` is taken:
+    the published training FLOPs where the model's source gives them, else ``6 N D`` with
+    ``N`` the total parameters (`flops_source` says which; `flops_6nd` is always there). The
+    over-training measures (`token_excess`, `size_ratio`, `tokens_per_param_ratio`,
+    `loss_cost`) are defined here, once. The ``*_active`` columns repeat them with the
+    parameters active per token, at ``6 N_active D`` (they equal the others for dense models
+    without published FLOPs). Laws were fitted on dense models: read MoE rows with that in mind.
     """
 
     model_id: str = pa.Field(description="Model (key into `models`).")
     law_id: str = pa.Field(description="Law (key into `laws`).")
     law_form: str = pa.Field(description="Form of the law.")
-    flops: float = pa.Field(gt=0, description="6 * params * tokens (FLOPs).")
+    flops: float = pa.Field(
+        gt=0,
+        description=(
+            "The model's training compute C (FLOPs), at which the law's optimum is taken: the "
+            "published figure where there is one, else 6 * params * tokens (`flops_source`)."
+        ),
+    )
+    flops_source: str = pa.Field(
+        isin=["published", "6ND"],
+        description=(
+            "Where `flops` comes from: `published` (the model's source states its training "
+            "FLOPs) or `6ND` (6 * params * tokens, no attention FLOPs)."
+        ),
+    )
+    flops_6nd: float = pa.Field(gt=0, description="6 * params * tokens (FLOPs).")
     tokens_per_param: float = pa.Field(gt=0, description="tokens / params (total parameters).")
     tokens_per_active_param: float = pa.Field(gt=0, description="tokens / active_params.")
-    optimal_params: float = pa.Field(gt=0, description="Compute-optimal parameters at `flops`.")
-    optimal_tokens: float = pa.Field(gt=0, description="Compute-optimal tokens at `flops`.")
+    optimal_params: float = pa.Field(
+        gt=0, description="N_opt: the law's compute-optimal parameters at `flops`."
+    )
+    optimal_tokens: float = pa.Field(
+        gt=0, description="D_opt: the law's compute-optimal tokens at `flops`."
+    )
     optimal_tokens_per_param: float = pa.Field(gt=0, description="optimal_tokens / optimal_params.")
-    overtraining_factor: float = pa.Field(
-        gt=0, description="tokens_per_param / optimal_tokens_per_param at the same compute."
+    token_excess: float = pa.Field(
+        gt=0,
+        description=(
+            "Token excess D / D_opt at the model's compute: 10 means trained on 10x the "
+            "compute-optimal tokens; below 1, fewer."
+        ),
+    )
+    size_ratio: float = pa.Field(
+        gt=0,
+        description=(
+            "Size ratio N / N_opt at the model's compute: below 1, smaller than compute-optimal."
+        ),
+    )
+    tokens_per_param_ratio: float = pa.Field(
+        gt=0,
+        description=(
+            "Ratio of ratios (D / N) / (D_opt / N_opt) at the model's compute: "
+            "token_excess / size_ratio, which is token_excess squared when C = 6ND (Gadre et "
+            "al.'s multiplier M = D/N against 20 is this reading under the 20-tokens rule)."
+        ),
+    )
+    loss_cost: float = pa.Field(
+        nullable=True,
+        description=(
+            "Loss cost of the model's allocation, nats: L(N, D) - L(N_opt, D_opt) under the "
+            "law, with the optimum for `flops_6nd` (the law's own accounting, C = 6ND, so both "
+            "points spend the same compute): 0 at the optimum, never negative. Null where the "
+            "law has no loss."
+        ),
     )
     flops_active: float = pa.Field(gt=0, description="6 * active_params * tokens (FLOPs).")
     optimal_params_active: float = pa.Field(
         gt=0, description="Optimal parameters at `flops_active`."
     )
     optimal_tokens_active: float = pa.Field(gt=0, description="Optimal tokens at `flops_active`.")
-    overtraining_factor_active: float = pa.Field(
-        gt=0, description="tokens_per_active_param / optimal tokens per param at `flops_active`."
+    token_excess_active: float = pa.Field(
+        gt=0, description="tokens / optimal_tokens_active (token excess at `flops_active`)."
+    )
+    size_ratio_active: float = pa.Field(
+        gt=0, description="active_params / optimal_params_active (size ratio at `flops_active`)."
+    )
+    tokens_per_param_ratio_active: float = pa.Field(
+        gt=0,
+        description="tokens_per_active_param / optimal tokens per param at `flops_active`.",
     )
     predicted_loss: float = pa.Field(
-        nullable=True, gt=0, description="The law's loss at (params, tokens), nats; null if none."
+        nullable=True, gt=0, description="The law's loss L(N, D) at (params, tokens), nats."
     )
     optimal_loss: float = pa.Field(
-        nullable=True, gt=0, description="The law's loss at its optimum for `flops`, nats."
+        nullable=True,
+        gt=0,
+        description="The law's loss L(N_opt, D_opt) at its optimum for `flops`, nats.",
     )
     param_convention: str = pa.Field(
         isin=["total"],
@@ -56,20 +109,13 @@ class ComparisonSchema(pa.DataFrameModel):
             "Hoffmann et al.); Kaplan et al. count non-embedding parameters."
         ),
     )
-    flops_convention: str = pa.Field(
-        isin=["6ND"],
-        description=(
-            "Compute behind `flops`: `6ND` (no attention FLOPs); see "
-            "`published_flops_over_6nd` for the published figure where there is one."
-        ),
-    )
     break_even_inference_tokens: float = pa.Field(
         nullable=True,
         ge=0,
         description=(
             "Lifetime inference tokens at which `params` is the inference-aware optimum "
             "(Sardana et al. 2023) for `predicted_loss`: the demand that justifies the "
-            "overtraining. Null for laws without a loss, and for models larger than "
+            "over-training. Null for laws without a loss, and for models larger than "
             "compute-optimal (no demand makes them optimal)."
         ),
     )
@@ -83,12 +129,12 @@ class ComparisonSchema(pa.DataFrameModel):
         gt=0,
         description="tokens / non_embedding_params, where the source publishes the count.",
     )
-    overtraining_factor_non_embedding: float = pa.Field(
+    tokens_per_param_ratio_non_embedding: float = pa.Field(
         nullable=True,
         gt=0,
         description=(
-            "Overtraining factor with non-embedding parameters as N (and C = 6 N D), where "
-            "the count is published."
+            "tokens_per_param_ratio with non-embedding parameters as N (and C = 6 N D), "
+            "where the count is published."
         ),
     )
     published_flops_over_6nd: float = pa.Field(
@@ -99,10 +145,12 @@ class ComparisonSchema(pa.DataFrameModel):
             "is published (`flops_is_estimate`)."
         ),
     )
-    overtraining_factor_published_flops: float = pa.Field(
-        nullable=True,
+    token_excess_6nd: float = pa.Field(
         gt=0,
-        description="Overtraining factor with the law's optimum taken at the published FLOPs.",
+        description=(
+            "token_excess with the optimum taken at `flops_6nd` (equals `token_excess` where "
+            "`flops_source` is `6ND`)."
+        ),
     )
     unique_tokens: float = pa.Field(
         nullable=True,

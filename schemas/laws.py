@@ -35,6 +35,13 @@ class LawParameterSchema(pa.DataFrameModel):
     source_id: str = pa.Field(description="Source (key into `sources`).")
     locator: str = pa.Field(str_length={"min_value": 1}, description="Equation, table or section.")
     notes: str = pa.Field(nullable=True, description="Units, conventions, rounding.")
+    caveat: str = pa.Field(
+        nullable=True,
+        description=(
+            "The law's caveat (see `laws.caveat`), written on one of its rows; a column files "
+            "may leave out."
+        ),
+    )
 
     class Config:
         strict = True
@@ -48,6 +55,10 @@ class LawParameterSchema(pa.DataFrameModel):
     @pa.dataframe_check(error="all rows of one `law_id` must share one `form`")
     def one_form_per_law(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("form").n_unique().over("law_id") == 1)
+
+    @pa.dataframe_check(error="the rows of one `law_id` state at most one distinct `caveat`")
+    def one_caveat_per_law(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("caveat").drop_nulls().n_unique().over("law_id") <= 1)
 
 
 LAW_PARAMETERS = TableSpec(
@@ -76,6 +87,14 @@ class LawSchema(pa.DataFrameModel):
     locator: str = pa.Field(nullable=True, description="Where in the source the law is stated.")
     notes: str = pa.Field(
         nullable=True, description="Units and conventions (e.g. non-embedding counts)."
+    )
+    caveat: str = pa.Field(
+        nullable=True,
+        description=(
+            "Why this law should not be read at face value (e.g. published constants that are "
+            "not the optimum of their own fit); every output using the law prints it. The one "
+            "source of such caveats (curated in `datasets/laws.csv`)."
+        ),
     )
 
     class Config:

@@ -211,3 +211,36 @@ def test_store_without_matching_runs(db_path: Path):
     )
     assert result.exit_code == 1
     assert "no runs" in result.output
+
+
+def test_envelope_fit_says_which_budgets_it_kept_and_warns_on_few_sizes(tmp_path: Path):
+    tokens = np.geomspace(1e8, 3e11, 40)
+
+    def curves(sizes: np.ndarray) -> pl.DataFrame:
+        return pl.concat(
+            pl.DataFrame(
+                {
+                    "run_id": f"r{i}",
+                    "params": n,
+                    "tokens": tokens,
+                    "loss": chinchilla_loss(n, tokens, **TRUE),
+                }
+            )
+            for i, n in enumerate(sizes)
+        )
+
+    path = tmp_path / "curves.csv"
+    curves(np.geomspace(3e7, 3e9, 12)).write_csv(path)
+    result = CliRunner().invoke(app, ["fit", "--input", str(path), "--law", "envelope"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "budgets: " in text and " of 250 kept (interior minimum, 10 model sizes); dropped " in text
+    )
+    assert "whose lowest loss is the smallest run reaching them" in text
+    curves(np.array([1e8, 3e8, 1e9, 3e9])).write_csv(path)
+    result = CliRunner().invoke(app, ["fit", "--input", str(path), "--law", "envelope"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the envelope's interior minima are made by only 2 model sizes" in " ".join(
+        result.output.split()
+    )

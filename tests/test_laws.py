@@ -152,7 +152,7 @@ def test_allocation_law_forms():
         "allocation", {"params_exp": 0.5, "params_exp_low": 0.488, "tokens_exp": 0.5}
     )
     assert dict(h.extra) == {"params_exp_low": 0.488}
-    with pytest.raises(AllocationUnavailableError, match="only exponents"):
+    with pytest.raises(AllocationUnavailableError, match="only the exponents"):
         h.allocation(1e21)
     # DeepSeek: FLOPs per token M_opt = 0.1715 C^0.5243, D_opt = 5.8316 C^0.4757.
     ds = law_from_parameters(

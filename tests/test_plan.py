@@ -38,10 +38,26 @@ def no_db(tmp_path: Path) -> list[str]:
     return ["--db", str(tmp_path / "missing.duckdb")]
 
 
-def test_cli_reproduces_hoffmann_approach3_allocation(no_db: list[str]) -> None:
+def test_cli_default_law_is_besiroglu_and_agrees_with_chinchilla(no_db: list[str]) -> None:
+    # besiroglu2024 (E 1.8172, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658):
+    # G = (0.3478*482.01/(0.3658*2085.43))^(1/0.7136) = 0.219759^1.401345 = 0.119718;
+    # a = 0.3658/0.7136 = 0.512612; N_opt = G (9.6e22)^a = 7.2249e10, D_opt = C/(6 N_opt)
+    # = 1.3287e12: about Chinchilla's own 70B on 1.4T at its budget.
+    out = run_json("--flops", "5.76e23", *no_db)
+    co = out["compute_optimal"]
+    assert co["params"] == pytest.approx(7.2249e10, rel=1e-4)
+    assert co["tokens"] == pytest.approx(1.3287e12, rel=1e-4)
+    assert out["law"] == {"law_id": "besiroglu2024", "form": "chinchilla", "caveat": None}
+    assert "inference_aware" not in out and "data_constrained" not in out
+
+
+def test_cli_reproduces_hoffmann_approach3_allocation_and_prints_its_caveat(
+    no_db: list[str],
+) -> None:
     # N_opt = G (C/6)^(beta/(alpha+beta)), G = (0.34*406.4/(0.28*410.7))^(1/0.62) = 1.2018^1.6129
     # = 1.3451; C/6 = 9.6e22; N_opt = 1.3451 * (9.6e22)^0.45161 = 3.219e10; D_opt = C/(6 N_opt)
-    out = run_json("--flops", "5.76e23", *no_db)
+    a3 = ["--law", "hoffmann2022_approach3"]
+    out = run_json("--flops", "5.76e23", *a3, *no_db)
     want = HOFFMANN.allocation(5.76e23)
     co = out["compute_optimal"]
     assert co["params"] == pytest.approx(float(want.params), rel=1e-12)
@@ -49,8 +65,21 @@ def test_cli_reproduces_hoffmann_approach3_allocation(no_db: list[str]) -> None:
     assert co["params"] == pytest.approx(3.219e10, rel=1e-3)
     assert co["tokens_per_param"] == pytest.approx(co["tokens"] / co["params"])
     assert co["loss"] == pytest.approx(float(HOFFMANN.loss(want.params, want.tokens)))
-    assert out["law"] == {"law_id": "hoffmann2022_approach3", "form": "chinchilla"}
-    assert "inference_aware" not in out and "data_constrained" not in out
+    assert out["law"]["law_id"] == "hoffmann2022_approach3"
+    assert "not the optimum of the paper's own objective" in out["law"]["caveat"]
+    result = runner.invoke(app, ["plan", "--flops", "5.76e23", *a3, *no_db])
+    assert result.exit_code == 0, result.output
+    assert "caveat (hoffmann2022_approach3): Printed constants" in result.output
+
+
+def test_cli_exponent_only_law_error_says_what_would_work(no_db: list[str]) -> None:
+    args = ["plan", "--flops", "1e23", "--law", "hoffmann2022_approach1", *no_db]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "`hoffmann2022_approach1`: this `allocation` law cannot size a compute budget" in text
+    assert "states only the exponents" in text
+    assert "an `allocation` law that states a coefficient" in text
 
 
 def test_cli_large_inference_demand_recommends_a_smaller_model_on_more_tokens(
@@ -157,7 +186,7 @@ def test_cli_plans_with_a_stored_fit_and_its_bootstrap_samples(fitted, tmp_path:
     with store.connect(db) as con:
         save_fit(con, fitted, selection="synthetic", law_id="my_fit")
     out = run_json("--flops", "1e22", "--law", "my_fit", "--db", str(db))
-    assert out["law"] == {"law_id": "my_fit", "form": "chinchilla"}
+    assert out["law"] == {"law_id": "my_fit", "form": "chinchilla", "caveat": None}
     assert out["n_samples"] == fitted.n_bootstrap
     lo, hi = out["compute_optimal"]["ci"]["params"]
     assert lo <= out["compute_optimal"]["params"] <= hi

@@ -187,7 +187,9 @@ def fit_command(
     lines = str(result).splitlines()
     console.print(lines[0], highlight=False, markup=False)
     for line in lines[1:]:
-        if not line.startswith("  ") or line.lstrip().startswith(("starts:", "warning:")):
+        if not line.startswith("  ") or line.lstrip().startswith(
+            ("starts:", "budgets:", "warning:")
+        ):
             console.print(line, highlight=False, markup=False)
     if score is not None:
         console.print(str(score), highlight=False, markup=False)

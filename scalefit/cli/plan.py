@@ -21,11 +21,15 @@ from ._common import (
     setting_help,
 )
 
+DEFAULT_LAW = "besiroglu2024"
+"""The law `plan` uses without --law: Besiroglu et al.'s refit of Hoffmann et al.'s approach 3
+(the printed approach-3 constants are not the optimum of their own objective)."""
 
-def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str]:
+
+def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str, str | None]:
     """The law ``law_id`` and its bootstrap sample laws (from ``fit_samples``, for a fitted
     law), from the store at ``db`` when the file exists, else from the curated datasets.
-    Returns ``(law, sample_laws, where)``."""
+    Returns ``(law, sample_laws, where, caveat)`` (``caveat``: the ``laws.caveat`` column)."""
     from .. import store
     from ..curated import read_curated
     from ..errors import UnknownLawError
@@ -36,7 +40,7 @@ def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str]:
     samples_frame = None
     if path.is_file():
         with store.connect(path, read_only=True) as con:
-            laws = store.query(con, "SELECT law_id, form, parameters, fit_id FROM laws")
+            laws = store.query(con, "SELECT law_id, form, parameters, fit_id, caveat FROM laws")
             row = laws.filter(laws["law_id"] == law_id)
             if row.height:
                 fit_id = row["fit_id"][0]
@@ -66,7 +70,7 @@ def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str]:
             values = dict(zip(group["parameter"], group["value"], strict=True))
             if names <= set(values):
                 samples.append(law_from_parameters(form, {k: values[k] for k in names}))
-    return law, samples, where
+    return law, samples, where, row["caveat"][0]
 
 
 def _fmt(value: float | None, *, count: bool = True) -> str:
@@ -89,7 +93,7 @@ def plan_command(
     law: Annotated[
         str,
         typer.Option("--law", help="Law id in the store (published or fitted)."),
-    ] = "hoffmann2022_approach3",
+    ] = DEFAULT_LAW,
     unique_tokens: Annotated[
         float | None,
         typer.Option(
@@ -137,21 +141,27 @@ def plan_command(
     """
     from rich.table import Table
 
+    from ..errors import AllocationUnavailableError
     from ..plan import plan_budget
 
     db = read_settings(config, db=("--db", db)).db
-    value, samples, _ = load_law(law, db)
-    result = plan_budget(
-        value,
-        flops,
-        unique_tokens=unique_tokens,
-        inference_tokens=inference_tokens,
-        target_loss=target_loss,
-        law_id=law,
-        sample_laws=samples,
-    )
+    value, samples, _, caveat = load_law(law, db)
+    try:
+        result = plan_budget(
+            value,
+            flops,
+            unique_tokens=unique_tokens,
+            inference_tokens=inference_tokens,
+            target_loss=target_loss,
+            law_id=law,
+            sample_laws=samples,
+        )
+    except AllocationUnavailableError as exc:
+        raise AllocationUnavailableError(f"`{law}`: {exc}") from exc
     if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        out = result.to_json()
+        out["law"]["caveat"] = caveat
+        sys.stdout.write(json.dumps(out) + "\n")
         return
     table = Table(title=f"{flops:.3g} FLOPs under {law} ({result.law_form})")
     table.add_column("", justify="left", no_wrap=True)
@@ -197,3 +207,5 @@ def plan_command(
         )
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
+    if caveat:
+        console.print(f"caveat ({law}): {caveat}", highlight=False, markup=False)
