@@ -28,6 +28,9 @@ Example (every key optional; shown with its default)::
     [upstream]
     offline = false             # true: never download, use the cache only
     cache = ""                  # "" = $SCALEFIT_CACHE or ~/.cache/scalefit/upstream
+    mirror = ""                 # a local mirror of the studies' files, found as
+                                # <mirror>/<study>/<path upstream>; verified like a download
+                                # ($SCALEFIT_UPSTREAM_MIRROR overrides it)
 
     [schedule]
     cron = "0 3 * * *"          # for `scalefit serve` and prefect.yaml
@@ -72,6 +75,7 @@ class Settings:
     dask_address: str = ""
     offline: bool = False
     cache: Path | None = None
+    mirror: Path | None = None
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
     source: Path | None = field(default=None, compare=False)
@@ -98,10 +102,10 @@ _KEYS = {
         "workers": "workers",
         "dask_address": "dask_address",
     },
-    "upstream": {"offline": "offline", "cache": "cache"},
+    "upstream": {"offline": "offline", "cache": "cache", "mirror": "mirror"},
     "schedule": {"cron": "cron", "timezone": "timezone"},
 }
-_PATHS = {"db", "reports", "cache"}
+_PATHS = {"db", "reports", "cache", "mirror"}
 
 
 def _check_settings(settings: Settings, where: str) -> Settings:
@@ -145,7 +149,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """
     if path is None:
         if not Path(CONFIG_FILE).is_file():
-            return _check_settings(Settings(), "defaults")
+            return _check_settings(_mirror_from_env(Settings()), "defaults")
         path = CONFIG_FILE
     path = Path(path)
     try:
@@ -186,4 +190,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if value is not None and (type(value) is not expected):
             kind = {int: "whole number", bool: "true or false", str: "string"}[expected]
             raise ConfigError(f"{path}: `{name}` must be a {kind}, not {value!r}")
-    return _check_settings(Settings(source=path, **values), str(path))
+    return _check_settings(_mirror_from_env(Settings(source=path, **values)), str(path))
+
+
+def _mirror_from_env(settings: Settings) -> Settings:
+    """``SCALEFIT_UPSTREAM_MIRROR`` (non-empty) overrides ``[upstream] mirror``."""
+    env = os.environ.get("SCALEFIT_UPSTREAM_MIRROR", "").strip()
+    return replace(settings, mirror=Path(env).expanduser()) if env else settings
