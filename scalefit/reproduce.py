@@ -485,9 +485,13 @@ def reproduce_besiroglu2024(
     hoffmann = ChinchillaLaw(**{k: float(v) for k, v in study.extra["hoffmann2022"].items()})
     at_hoffmann = huber_objective(hoffmann, pts)
     at_refit = huber_objective(refit.law, pts)
-    for label, value in (
-        ("objective at Hoffmann et al.'s published estimates", at_hoffmann),
-        ("objective at the refit", at_refit),
+    for label, quantity, value in (
+        (
+            "objective at Hoffmann et al.'s published estimates",
+            "objective_at_hoffmann2022",
+            at_hoffmann,
+        ),
+        ("objective at the refit", "objective_at_refit", at_refit),
     ):
         claims.append(
             Claim(
@@ -495,7 +499,7 @@ def reproduce_besiroglu2024(
                 claim=label + " (summed Huber of log residuals, delta 1e-3)",
                 dataset=None,
                 run=None,
-                quantity="objective",
+                quantity=quantity,
                 observed=None,
                 predicted=value,
                 relative_error=None,

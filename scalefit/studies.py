@@ -740,6 +740,49 @@ def load_study(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StudyStatus:
+    """One study's outcome in :func:`load_all`."""
+
+    study: str
+    status: str
+    """``ok`` (loaded or unchanged), ``warning`` (no copy to be had: offline without a
+    mirror or cache) or ``error`` (a file failed its sha256, or the load failed)."""
+    message: str
+    load: StudyLoadInfo | None = None
+
+
+def load_all(
+    con: Any,
+    datasets_dir: str | os.PathLike[str] | None = None,
+    *,
+    mirror: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+) -> list[StudyStatus]:
+    """Load every declared study (:func:`load_study`); one failure does not stop the others.
+
+    ``mirror`` default: :func:`mirror_from_environment`.
+    """
+    from .errors import ScalefitError
+
+    mirror = mirror_from_environment(mirror)
+    out = []
+    for study in load_studies(datasets_dir).values():
+        try:
+            info = load_study(con, study, mirror=mirror, cache_dir=cache_dir, offline=offline)
+        except UpstreamUnavailableError as exc:
+            log.warning("%s", exc)
+            out.append(StudyStatus(study.name, "warning", str(exc)))
+            continue
+        except (OSError, ScalefitError, pl.exceptions.PolarsError) as exc:
+            log.error("%s", exc)
+            out.append(StudyStatus(study.name, "error", str(exc)))
+            continue
+        out.append(StudyStatus(study.name, "ok", info.message, info))
+    return out
+
+
 def studies_table(
     con: Any | None = None, datasets_dir: str | os.PathLike[str] | None = None
 ) -> pl.DataFrame:
@@ -788,8 +831,10 @@ __all__ = [
     "Study",
     "StudyFiles",
     "StudyLoadInfo",
+    "StudyStatus",
     "fetch_study",
     "get_study",
+    "load_all",
     "load_studies",
     "load_study",
     "mirror_from_environment",

@@ -22,7 +22,8 @@ class ReproductionSchema(pa.DataFrameModel):
     )
     quantity: str = pa.Field(
         description="`loss` (nats), `downstream_error` (average top-1 error), a law parameter "
-        "(`E`, `A`, ...), or `objective` (summed Huber loss)."
+        "(`E`, `A`, ...), or `objective_at_hoffmann2022` / `objective_at_refit` "
+        "(summed Huber loss)."
     )
     observed: float = pa.Field(nullable=True, description="Measured value of the held-out run.")
     predicted: float = pa.Field(
