@@ -123,11 +123,10 @@ def write_study_reports(
         files[plot.name] = plot.stat().st_size
     from .schemas.studies import ReproductionSchema
 
-    cols = list(ReproductionSchema.to_schema().columns)
     frame = (
         pl.concat(frames, how="vertical_relaxed")
         if frames
-        else pl.DataFrame(schema={c: pl.String for c in cols})
+        else rep.Reproduction("", [], pl.DataFrame()).frame()
     )
     if frames:
         ReproductionSchema.validate(frame)
