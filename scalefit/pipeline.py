@@ -209,13 +209,17 @@ def load_studies(
     datasets_dir: Path | None = None,
     mirror: Path | None = None,
     cache_dir: Path | None = None,
-    offline: bool | None = None,
+    offline: bool = False,
 ) -> list[studies.StudyStatus]:
     """Load every declared study (:func:`scalefit.studies.load_all`); one failure does not
-    stop the others."""
+    stop the others. ``offline=False`` still honours ``SCALEFIT_OFFLINE=1``."""
     with store.connect(db_path) as con:
         return studies.load_all(
-            con, datasets_dir, mirror=mirror, cache_dir=cache_dir, offline=offline
+            con,
+            datasets_dir,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            offline=True if offline else None,
         )
 
 
