@@ -119,14 +119,28 @@ def plot_bootstrap_exponents(samples: pl.DataFrame, path: Path) -> None:
 
 def plot_observed_vs_predicted(points: pl.DataFrame, title: str, path: Path) -> None:
     """A study's reproduction: observed against predicted loss (log-log), one colour per
-    dataset, the runs held out of the fit marked with large open symbols, and y = x."""
+    dataset: the runs the law was fitted to (``fitted``, dots), the held-out runs the claims
+    predict (``held_out``, large open diamonds), the others (small open circles), and y = x."""
     fig, ax = plt.subplots(figsize=(7, 6.5))
     datasets = points["dataset"].fill_null("runs").unique(maintain_order=True).to_list()
     for i, name in enumerate(datasets):
         sub = points.filter(pl.col("dataset").fill_null("runs") == name)
-        fit = sub.filter(~pl.col("held_out"))
+        fitted = pl.col("fitted") if "fitted" in sub.columns else ~pl.col("held_out")
+        fit = sub.filter(fitted)
         out = sub.filter(pl.col("held_out"))
-        ax.scatter(fit["observed"], fit["predicted"], s=14, color=f"C{i}", label=f"{name}: fitted")
+        rest = sub.filter(~fitted & ~pl.col("held_out"))
+        ax.scatter(fit["observed"], fit["predicted"], s=22, color=f"C{i}", label=f"{name}: fitted")
+        if rest.height:
+            ax.scatter(
+                rest["observed"],
+                rest["predicted"],
+                s=14,
+                facecolors="none",
+                edgecolors=f"C{i}",
+                alpha=0.5,
+                linewidths=0.8,
+                label=f"{name}: other runs",
+            )
         ax.scatter(
             out["observed"],
             out["predicted"],

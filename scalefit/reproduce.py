@@ -133,7 +133,8 @@ class Reproduction:
     study: str
     claims: list[Claim]
     plot: pl.DataFrame
-    """``dataset, run, quantity, observed, predicted, held_out`` of the plotted fit."""
+    """``dataset, run, quantity, observed, predicted, held_out`` (a run the claims predict),
+    ``fitted`` (a run the plotted law was fitted to) of the plotted fit."""
 
     def to_json(self) -> dict[str, Any]:
         """``{"study": NAME, "claims": [...]}``."""
@@ -409,7 +410,8 @@ def reproduce_gadre2024(
                 pl.lit("loss").alias("quantity"),
                 pl.col("loss").alias("observed"),
                 pl.Series("predicted", np.asarray(all_pred, dtype=float)),
-                (~default).alias("held_out"),
+                pl.col("model").is_in(list(GADRE_HELD_OUT)).alias("held_out"),
+                default.alias("fitted"),
             )
         )
         claims += _beyond(
@@ -527,6 +529,7 @@ def reproduce_besiroglu2024(
         pl.col("loss").alias("observed"),
         pl.Series("predicted", np.asarray(chin.loss(pts["params"], pts["tokens"]), dtype=float)),
         big.alias("held_out"),
+        (~big).alias("fitted"),
     )
     return Reproduction(study.name, claims, plot)
 
