@@ -30,11 +30,13 @@ _io = {"retries": 1, "retry_delay_seconds": 5, "cache_policy": NO_CACHE}
 table_counts = task(name="table_counts", cache_policy=NO_CACHE)(pipeline.table_counts)
 load_curated = task(name="load_curated", **_io)(pipeline.load_curated)
 refresh_upstreams = task(name="refresh_upstreams", **_io)(pipeline.refresh_upstreams)
+load_studies = task(name="load_studies", **_io)(pipeline.load_studies)
 ingest_logs = task(name="ingest_logs", **_io)(pipeline.ingest_folder)
 fit_projects = task(name="fit_projects", cache_policy=NO_CACHE)(pipeline.fit_projects)
 fit_law = task(name="refit_laws", **_io)(pipeline.fit_project)
 refresh_comparisons = task(name="refresh_comparisons", **_io)(pipeline.refresh_comparisons)
 write_reports = task(name="write_reports", **_io)(pipeline.write_reports)
+write_study_reports = task(name="write_study_reports", **_io)(pipeline.write_study_reports)
 comparisons_table = task(name="comparisons_table", cache_policy=NO_CACHE)(
     pipeline.comparisons_table
 )
@@ -149,6 +151,14 @@ def refresh(
             errors[f"upstream:{result.upstream}"] = result.message
         elif result.status == "warning":
             logger.warning("upstream %s: %s", result.upstream, result.message)
+    steps["studies"] = load_studies(
+        db, datasets_dir, settings.mirror, settings.cache, settings.offline
+    )
+    for result in steps["studies"]:
+        if result.status == "error":
+            errors[f"study:{result.study}"] = result.message
+        elif result.status == "warning":
+            logger.warning("study %s: %s", result.study, result.message)
     steps["ingest"] = _run_each(
         "ingest",
         {str(folder): (db, folder, settings.project) for folder in settings.log_folders},
@@ -186,6 +196,13 @@ def refresh(
             logger.warning("fit %s skipped: %s", name, result.message)
     steps["comparisons"] = refresh_comparisons(db)
     steps["reports"] = write_reports(db, settings.reports)
+    state = write_study_reports(
+        db, settings.reports, settings.bootstrap, settings.seed, datasets_dir, return_state=True
+    )
+    if state.is_failed():
+        errors["reproductions"] = str(state.message or "failed")
+    else:
+        steps["reproductions"] = state.result()
     create_table_artifact(
         key="scalefit-comparisons",
         table=comparisons_table(db),

@@ -29,7 +29,8 @@
     [upstream]
     offline = false             # true: never download, use the cache only
     cache = ""                  # "" = the platform cache, ~/.cache/scalefit/upstream
-    mirror = ""                 # "" = none; a local mirror of the upstream repositories
+    mirror = ""                 # "" = none; a local mirror of the studies' files, found as
+                                # <mirror>/<study>/<path upstream>; verified like a download
 
     [schedule]
     cron = "0 3 * * *"          # for `scalefit serve` and the prefect.yaml deployment

@@ -69,10 +69,12 @@ from .errors import FitError
 from .laws import (
     AllocationLaw,
     ChinchillaLaw,
+    DownstreamErrorLaw,
     KaplanComputeLaw,
     KaplanJointLaw,
     KaplanParamsLaw,
     KaplanTokensLaw,
+    OvertrainingLaw,
     chinchilla_allocation,
     law_from_parameters,
 )
@@ -178,6 +180,7 @@ class _Points:
     loss: np.ndarray
     flops: np.ndarray
     run_id: np.ndarray | None
+    x: np.ndarray | None = None  # the input of a form whose target is not the loss
 
     @property
     def n(self) -> int:
@@ -190,11 +193,14 @@ class _Points:
             self.loss[idx],
             self.flops[idx],
             None if self.run_id is None else self.run_id[idx],
+            None if self.x is None else self.x[idx],
         )
 
     def sha256(self) -> str:
         """Hash of the points, independent of row order."""
         cols = [self.params, self.tokens, self.loss, self.flops]
+        if self.x is not None:
+            cols.append(self.x)
         order = np.lexsort(cols[::-1])
         h = hashlib.sha256()
         for c in cols:
@@ -221,9 +227,26 @@ def _column(frame: pl.DataFrame, name: str, *, required: bool) -> np.ndarray | N
         raise FitError(f"column `{name}` is not numeric: {exc}") from exc
 
 
-def _as_points(data: Any, *, need: Sequence[str]) -> _Points:
-    """Checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts)."""
+def _as_points(data: Any, *, need: Sequence[str], target: str = "loss") -> _Points:
+    """Checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts).
+
+    ``target`` other than ``loss`` (the downstream law's ``error``): that column is fitted,
+    as a function of the ``loss`` column (``_Points.x``).
+    """
     frame = data if isinstance(data, pl.DataFrame) else pl.DataFrame(data)
+    if target != "loss":
+        y = _column(frame, target, required=True)
+        x = _column(frame, "loss", required=True)
+        for name, col in ((target, y), ("loss", x)):
+            bad = ~np.isfinite(col) | (col <= 0)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise FitError(
+                    f"{int(bad.sum())} value(s) of `{name}` are not positive finite numbers "
+                    f"(first: row {i + 1}, value {col[i]!r}); drop or fix those rows"
+                )
+        nan = np.full(y.size, np.nan)
+        return _Points(nan, nan, y, nan, _column(frame, "run_id", required=False), x=x)
     loss = _column(frame, "loss", required=True)
     params = _column(frame, "params", required="params" in need)
     tokens = _column(frame, "tokens", required="tokens" in need)
@@ -268,6 +291,7 @@ class _Form:
     upper: np.ndarray
     needs: tuple[str, ...]
     grid: np.ndarray
+    target: str = "loss"  # the column fitted (in log space); ``error`` for downstream_error
 
     def model(self, pts: _Points) -> _optim.LSEAffineModel | _optim.GenericModel:
         return _MODELS[self.name](pts)
@@ -343,6 +367,65 @@ def _joint_model(pts: _Points) -> _optim.GenericModel:
     # A partial of a module-level function (not a closure), so that the model pickles.
     x, y = np.log(pts.params), np.log(pts.tokens)
     return _optim.GenericModel(4, functools.partial(_joint_predict_grad, x=x, y=y))
+
+
+def _overtraining_model(pts: _Points) -> _optim.LSEAffineModel:
+    # log L = LSE(a - eta log N, b - eta log D, e): Chinchilla with one shared exponent.
+    x, y = np.log(pts.params), np.log(pts.tokens)
+    one = np.ones_like(x)
+    J = _lse_design(((0, 3), (one, -x)), ((1, 3), (one, -y)), ((2,), (one,)), p=4)
+    return _optim.LSEAffineModel(J)
+
+
+_DOWNSTREAM_KINK = -1e-3
+"""Where ``log(1 - e^u)`` is continued linearly (``u >= -1e-3`` means ``k e^(-gamma L)`` is
+within 0.1% of ``epsilon``): starts and Newton steps that would make an error non-positive
+see a steep, finite slope back instead of a NaN."""
+
+
+def _downstream_predict_grad(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # theta = (e = log epsilon, c = log k, gamma); log Err = e + f(u), u = c - e - gamma L,
+    # f(u) = log(1 - e^u) for u < kink, continued linearly (C1) beyond.
+    e, c, g = (theta[:, j, None] for j in range(3))
+    u = c - e - g * x
+    uc = np.minimum(u, _DOWNSTREAM_KINK)
+    f = np.log(-np.expm1(uc))
+    df = -1.0 / np.expm1(-uc)  # f'(u) = -e^u / (1 - e^u)
+    f = f + df * (u - uc)
+    G = np.stack([1.0 - df, df, -x * df], axis=2)
+    return e + f, G
+
+
+def _downstream_model(pts: _Points) -> _optim.GenericModel:
+    return _optim.GenericModel(3, functools.partial(_downstream_predict_grad, x=pts.x))
+
+
+def _overtraining_estimates(t: np.ndarray) -> dict[str, np.ndarray]:
+    return {"E": np.exp(t[:, 2]), "A": np.exp(t[:, 0]), "B": np.exp(t[:, 1]), "eta": t[:, 3]}
+
+
+def _downstream_estimates(t: np.ndarray) -> dict[str, np.ndarray]:
+    return {"epsilon": np.exp(t[:, 0]), "k": np.exp(t[:, 1]), "gamma": t[:, 2]}
+
+
+def _grid_overtraining() -> np.ndarray:
+    """Hoffmann et al.'s grid for ``(a, b, e)`` with shared exponents ``eta``."""
+    rows = itertools.product(
+        np.arange(0, 30, 5.0),
+        np.arange(0, 30, 5.0),
+        np.arange(-1, 1.5, 0.5),
+        (0.1, 0.25, 0.5, 1.0, 1.5),
+    )
+    return np.array(list(rows), dtype=float)
+
+
+def _grid_downstream() -> np.ndarray:
+    rows = itertools.product(
+        (-1.0, -0.5, -0.2, 0.0),
+        (-2.0, 0.0, 2.0, 4.0, 8.0),
+        (0.25, 0.5, 1.0, 2.0, 4.0),
+    )
+    return np.array(list(rows), dtype=float)
 
 
 def _chinchilla_estimates(t: np.ndarray) -> dict[str, np.ndarray]:
@@ -433,6 +516,31 @@ for _suffix, _column_name, _xc, _alpha, _law in (
         _MODELS[_name] = _single_model(_column_name, _irr)
         _ESTIMATES[_name] = _single_estimates(_xc, _alpha, _irr)
         _LAWS[_name] = lambda e, _cls=_law: _cls(**e)
+FORMS["overtraining"] = _Form(
+    "overtraining",
+    ("a", "b", "e", "eta"),
+    ("E", "A", "B", "eta"),
+    np.array([-50.0, -50.0, -20.0, 0.0]),
+    np.array([200.0, 200.0, 20.0, 5.0]),
+    ("params", "tokens"),
+    _grid_overtraining(),
+)
+_MODELS["overtraining"] = _overtraining_model
+_ESTIMATES["overtraining"] = _overtraining_estimates
+_LAWS["overtraining"] = lambda e: OvertrainingLaw(**e)
+FORMS["downstream_error"] = _Form(
+    "downstream_error",
+    ("log_epsilon", "log_k", "gamma"),
+    ("epsilon", "k", "gamma"),
+    np.array([-20.0, -50.0, 1e-4]),
+    np.array([5.0, 50.0, 20.0]),
+    ("x",),
+    _grid_downstream(),
+    target="error",
+)
+_MODELS["downstream_error"] = _downstream_model
+_ESTIMATES["downstream_error"] = _downstream_estimates
+_LAWS["downstream_error"] = lambda e: DownstreamErrorLaw(**e)
 
 
 def _derived(form: str, est: Mapping[str, np.ndarray], reference_flops: float) -> dict:
@@ -444,6 +552,12 @@ def _derived(form: str, est: Mapping[str, np.ndarray], reference_flops: float) -
             s = alpha + beta
             n, d = chinchilla_allocation(reference_flops, est["A"], est["B"], alpha, beta)
             return {"a": beta / s, "b": alpha / s, "tokens_per_param": d / n}
+    if form == "overtraining":
+        eta = np.asarray(est["eta"])
+        with np.errstate(all="ignore"):
+            n, d = chinchilla_allocation(reference_flops, est["A"], est["B"], eta, eta)
+            half = np.full_like(eta, 0.5, dtype=float)
+            return {"a": half, "b": half, "tokens_per_param": d / n}
     if form == "kaplan_nd":
         r = np.asarray(est["alpha_N"]) / np.asarray(est["alpha_D"])
         return {"a": 1.0 / (1.0 + r), "b": r / (1.0 + r)}
@@ -1025,7 +1139,9 @@ def fit_law(
         ``resample="runs"``).
     law
         One of :data:`FORMS`: ``chinchilla``; ``kaplan_n``, ``kaplan_d``, ``kaplan_c`` (add
-        ``_e`` for an irreducible term ``E``); ``kaplan_nd``.
+        ``_e`` for an irreducible term ``E``); ``kaplan_nd``; ``overtraining`` (Gadre et al.
+        2024, ``E + A N^-eta + B D^-eta``); ``downstream_error`` (Gadre et al.'s
+        ``Err(L) = epsilon - k exp(-gamma L)``: fits the ``error`` column against ``loss``).
     delta
         Huber threshold on log residuals; default 1e-3 (Hoffmann et al. 2022).
     n_bootstrap
@@ -1065,7 +1181,7 @@ def fit_law(
     confidence_level = _check_confidence_level(confidence_level)
     seed_setting = None if isinstance(seed, np.random.Generator) else seed
     rng = _check_seed(seed)
-    pts = _as_points(data, need=form.needs)
+    pts = _as_points(data, need=form.needs, target=form.target)
     n_par = len(form.theta_names)
     if pts.n <= n_par:
         raise FitError(
@@ -1672,6 +1788,8 @@ LAW_NAMES: dict[str, str] = {
     "isoflop": "isoflop",
     "envelope": "envelope",
     "data-constrained": "data_constrained",
+    "overtraining": "overtraining",
+    "downstream-error": "downstream_error",
 }
 """Law names of the CLI and ``scalefit.toml`` -> fitted form."""
 

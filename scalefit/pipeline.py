@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compare, curated, ingest, report, store, upstream
+from . import compare, curated, ingest, report, store, studies, study_reports, upstream
 from . import fit as fitting
 from .errors import FitError
 
@@ -202,3 +202,37 @@ def fits_markdown(db_path: Path) -> str:
     """A markdown summary of the fits in the store, for a Prefect markdown artifact."""
     with store.connect(db_path, read_only=True) as con:
         return report.fits_markdown(con)
+
+
+def load_studies(
+    db_path: Path,
+    datasets_dir: Path | None = None,
+    mirror: Path | None = None,
+    cache_dir: Path | None = None,
+    offline: bool = False,
+) -> list[studies.StudyStatus]:
+    """Load every declared study (:func:`scalefit.studies.load_all`); one failure does not
+    stop the others. ``offline=False`` still honours ``SCALEFIT_OFFLINE=1``."""
+    with store.connect(db_path) as con:
+        return studies.load_all(
+            con,
+            datasets_dir,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            offline=True if offline else None,
+        )
+
+
+def write_study_reports(
+    db_path: Path,
+    reports_dir: Path,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+    datasets_dir: Path | None = None,
+) -> study_reports.StudyReportInfo:
+    """Reproduce the loaded studies and write their reports (see
+    :func:`scalefit.study_reports.write_study_reports`)."""
+    with store.connect(db_path) as con:
+        return study_reports.write_study_reports(
+            con, reports_dir, n_bootstrap=n_bootstrap, seed=seed, datasets_dir=datasets_dir
+        )

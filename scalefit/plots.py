@@ -115,3 +115,52 @@ def plot_bootstrap_exponents(samples: pl.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"Bootstrap distributions of exponents ({samples['fit_id'][0]})")
     _save(fig, path)
+
+
+def plot_observed_vs_predicted(points: pl.DataFrame, title: str, path: Path) -> None:
+    """A study's reproduction: observed against predicted loss (log-log), one colour per
+    dataset: the runs the law was fitted to (``fitted``, dots), the held-out runs the claims
+    predict (``held_out``, large open diamonds), the others (small open circles), and y = x."""
+    fig, ax = plt.subplots(figsize=(7, 6.5))
+    datasets = points["dataset"].fill_null("runs").unique(maintain_order=True).to_list()
+    for i, name in enumerate(datasets):
+        sub = points.filter(pl.col("dataset").fill_null("runs") == name)
+        fitted = pl.col("fitted") if "fitted" in sub.columns else ~pl.col("held_out")
+        fit = sub.filter(fitted)
+        out = sub.filter(pl.col("held_out"))
+        rest = sub.filter(~fitted & ~pl.col("held_out"))
+        ax.scatter(fit["observed"], fit["predicted"], s=22, color=f"C{i}", label=f"{name}: fitted")
+        if rest.height:
+            ax.scatter(
+                rest["observed"],
+                rest["predicted"],
+                s=14,
+                facecolors="none",
+                edgecolors=f"C{i}",
+                alpha=0.5,
+                linewidths=0.8,
+                label=f"{name}: other runs",
+            )
+        ax.scatter(
+            out["observed"],
+            out["predicted"],
+            s=90,
+            facecolors="none",
+            edgecolors=f"C{i}",
+            linewidths=1.6,
+            marker="D",
+            label=f"{name}: held out",
+        )
+    lo = float(min(points["observed"].min(), points["predicted"].min()))
+    hi = float(max(points["observed"].max(), points["predicted"].max()))
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="predicted = observed")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="observed loss (nats)",
+        ylabel="predicted loss (nats)",
+        title=title,
+    )
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    _save(fig, path)

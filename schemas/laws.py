@@ -19,6 +19,8 @@ LAW_FORMS = [
     "envelope",
     "tokens_per_param",
     "data_constrained",
+    "overtraining",
+    "downstream_error",
 ]
 LAW_ORIGINS = ["published", "fitted", "rule"]
 

@@ -62,3 +62,24 @@ def server(tmp_path: Path) -> Iterator[Server]:
     root.mkdir()
     with serve_directory(root) as srv:
         yield srv
+
+
+PUBLISHED_RUNS = Path(__file__).resolve().parents[2] / "shared" / "published-runs"
+"""The studies' files as released, laid out as a mirror of the upstream repositories
+(``<study>/<path>``): ``../shared/published-runs`` beside the repository root."""
+
+
+@pytest.fixture(scope="session")
+def published_runs() -> Path:
+    """The shared mirror of the published studies; the test is skipped (saying where it
+    looked) only when the folder is absent."""
+    if not (PUBLISHED_RUNS / "gadre2024").is_dir():
+        pytest.skip(f"the published runs are not at {PUBLISHED_RUNS} (shared/ beside the clone)")
+    return PUBLISHED_RUNS
+
+
+@pytest.fixture
+def mirror(published_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SCALEFIT_UPSTREAM_MIRROR set to the shared published runs for this test."""
+    monkeypatch.setenv("SCALEFIT_UPSTREAM_MIRROR", str(published_runs))
+    return published_runs

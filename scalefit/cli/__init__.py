@@ -23,6 +23,7 @@ from . import core  # noqa: E402,F401
 from . import fit as fit  # noqa: E402
 from . import ingest as ingest  # noqa: E402
 from . import plan as plan  # noqa: E402
+from . import studies as studies  # noqa: E402
 
 
 def main() -> None:

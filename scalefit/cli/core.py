@@ -124,6 +124,14 @@ def refresh(
     for result in info.steps["upstreams"]:
         if result.status == "warning":
             print_warning(f"upstream {result.upstream}: {result.message}")
+    for result in info.steps.get("studies", []):
+        if result.status == "warning":
+            print_warning(f"study {result.study}: {result.message}")
+    reproductions = info.steps.get("reproductions")
+    if reproductions is not None and reproductions.reproductions is not None:
+        from .studies import print_reproduction_tables
+
+        print_reproduction_tables(reproductions.reproductions)
     for step, message in info.errors.items():
         print_error(f"{step}: {message}")
     if info.errors:
