@@ -126,7 +126,9 @@ def report(
     from .. import store
     from ..report import write_reports
 
-    with store.connect(db, create=False) as con:
+    with store.connect(db, create=False):
+        pass  # brings an older store's tables up to date
+    with store.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
@@ -200,16 +202,23 @@ def sql(
         typer.Option("--format", "-f", help="table, csv, or json (one array of row objects)."),
     ] = OutputFormat.table,
 ) -> None:
-    """Run a SQL query against the store (read-only) and print the result.
+    """Run one read-only SQL query against the store and print the result.
 
-    Tables: sources, models, runs, observations, laws, law_parameters, fits, ingests,
-    quarantine, optimal_allocations, and the view comparisons.
+    Tables: sources, models, runs, observations, laws, law_parameters, fits, fit_points,
+    ingests, quarantine, optimal_allocations, and the view comparisons. The query runs on a
+    locked read-only connection: it cannot write, read other files, reach the network, load
+    extensions or change settings; anything else is refused with the reason (see README).
     """
     from .. import store
 
-    with store.connect(db, read_only=True) as con:
-        frame = store.query(con, query)
-    print_frame(frame, format.value)
+    with store.connect_locked(db) as con:
+        result = store.user_query(con, query)
+    print_frame(
+        result.frame,
+        format.value,
+        json_columns=result.json_columns,
+        integer_columns=result.integer_columns,
+    )
 
 
 @app.command()
