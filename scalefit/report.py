@@ -231,6 +231,12 @@ def comparisons_summary(
     ]
 
 
+def _markdown_text(text: str | None) -> str:
+    """``text`` as one literal markdown table cell (a predicate may hold `|` or backticks)."""
+    cell = (text or "").replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+    return " ".join(cell.split())
+
+
 def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
     """A markdown table of every fit: form, data, estimates with intervals, convergence."""
     fits = store.query(
@@ -257,7 +263,8 @@ def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
             for k, v in est.items()
         )
         lines.append(
-            f"| `{row['fit_id']}` | {row['form']} | `{row['selection']}` | {row['n_points']} | "
+            f"| `{row['fit_id']}` | {row['form']} | {_markdown_text(row['selection'])} | "
+            f"{row['n_points']} | "
             f"{cells} | {row['objective']:.4g} | {'yes' if row['converged'] else 'NO'} |"
         )
     return "\n".join(lines) + "\n"

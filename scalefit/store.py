@@ -589,6 +589,8 @@ def user_query(con: duckdb.DuckDBPyConnection, text: str) -> UserResult:
         frame = rel.project(*exprs).pl()
     except duckdb.Error as exc:
         raise _duckdb_error(exc) from None
+    except pl.exceptions.PolarsError as exc:  # a type this module does not yet convert
+        raise QueryError(f"cannot show the result: {_first_line(exc)}") from None
     frame.columns = names
     return UserResult(frame, tuple(json_cols), tuple(int_cols))
 

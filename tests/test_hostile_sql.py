@@ -388,3 +388,17 @@ def test_reports_rebuild_a_fits_points_from_its_ids(work: Path) -> None:
     assert rebuilt.height == fitted == 20
     info = pipeline.write_reports(Path("store.duckdb"), Path("reports"))
     assert "law_fit_fitted_sweep_chinchilla.png" in info.files
+
+
+def test_a_predicate_stays_one_cell_of_the_fits_summary(work: Path) -> None:
+    import re
+
+    predicate = "project = 'sweep' OR project = 'a|`b`'"
+    info = pipeline.fit_project(
+        Path("store.duckdb"), "sweep", "kaplan-n", where=predicate, n_bootstrap=0
+    )
+    assert info.status == "fitted", info.message
+    markdown = pipeline.fits_markdown(Path("store.duckdb"))
+    row = next(line for line in markdown.splitlines() if info.fit_id in line)
+    assert len(re.findall(r"(?<!\\)\|", row)) == 8  # 7 cells
+    assert r"'a\|\`b\`'" in row
