@@ -538,16 +538,15 @@ class UserResult:
 
 
 def _output_names(names: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """``names`` made unique as polars needs them: a repeated name gets ``_1``, ``_2``, ..."""
+    seen: set[str] = set()
     out = []
     for name in names:
-        n = seen.get(name, 0)
-        seen[name] = n + 1
-        candidate = name if n == 0 else f"{name}_{n}"
-        while candidate in seen and candidate != name:
+        candidate, n = name, 0
+        while candidate in seen:
             n += 1
             candidate = f"{name}_{n}"
-        seen.setdefault(candidate, 1)
+        seen.add(candidate)
         out.append(candidate)
     return out
 
@@ -665,8 +664,6 @@ def check_predicate(text: str) -> str:
         One line: the predicate and why it is refused.
     """
     import json
-
-    from .schemas import TABLES
 
     if not isinstance(text, str):
         raise QueryError(f"the predicate must be text, not {type(text).__name__}")
