@@ -718,6 +718,10 @@ def check_predicate(text: str) -> str:
             raise refuse(_first_line(exc)) from None
         if str(kind) != "BOOLEAN":
             raise refuse(f"it is {kind}, not a boolean (true/false) expression")
+    except RecursionError:
+        raise refuse("it is nested too deeply") from None
+    except duckdb.Error as exc:  # e.g. its tree is deeper than DuckDB serializes
+        raise refuse(_first_line(exc)) from None
     finally:
         con.close()
     return text

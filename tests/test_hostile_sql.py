@@ -263,6 +263,10 @@ HOSTILE_WHERE = [
     ("\"project\" = 'a'; ATTACH 'other.duckdb'", "2 statements"),
     ("project = 'a' /* unterminated", "unterminated"),
     ("project = 'a", "unterminated"),
+    # deep nesting (Python's and DuckDB's recursion limits)
+    ("abs(" * 100 + "params" + ")" * 100 + " > 0", "nesting depth"),
+    ("NOT " * 300 + "true", "nested too deeply"),
+    ("abs(" * 1200 + "params" + ")" * 1200 + " > 0", "expression depth"),
 ]
 
 
@@ -403,3 +407,23 @@ def test_a_predicate_stays_one_cell_of_the_fits_summary(work: Path) -> None:
     row = next(line for line in markdown.splitlines() if info.fit_id in line)
     assert len(re.findall(r"(?<!\\)\|", row)) == 8  # 7 cells
     assert r"'a\|\`b\`'" in row
+
+
+def test_why_there_is_no_allow_files(tmp_path: Path) -> None:
+    """The README says reading other files is not offered: DuckDB's opt-in for it
+    (`allowed_directories`) also lets the connection write there, so "nothing is written"
+    would rest on scalefit's statement check alone, not on the connection. If this starts
+    failing, the opt-in may have become read-only: reconsider `--allow-files`."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "log.csv").write_text("a\n1\n")
+    con = duckdb.connect(config={"autoload_known_extensions": False})
+    con.execute("SET allowed_directories = [?]", [f"{allowed}/"])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    assert con.execute(f"SELECT * FROM read_csv('{allowed}/log.csv')").fetchall() == [(1,)]
+    with pytest.raises(duckdb.PermissionException):  # a real boundary for other folders
+        con.execute(f"SELECT * FROM read_csv('{allowed}/../log.csv')").fetchall()
+    con.execute(f"COPY (SELECT 42) TO '{allowed}/written.csv'")
+    con.close()
+    assert (allowed / "written.csv").read_text().splitlines()[-1] == "42"
