@@ -172,10 +172,12 @@ def fit_project(
     law_id = fitted_law_id(project, law)
     with store.connect(db_path) as con:
         # Same data and settings give the same fit id: if the law already points to it,
-        # there is nothing to write (re-saving would only move `created_at`).
+        # there is nothing to write (re-saving would only move `created_at`), unless an
+        # older scalefit saved it without the record of its points (`input`).
         current = store.run(
             con,
-            "SELECT 1 FROM laws l JOIN fits f USING (fit_id) WHERE l.law_id = ? AND f.fit_id = ?",
+            "SELECT 1 FROM laws l JOIN fits f USING (fit_id) WHERE l.law_id = ? "
+            "AND f.fit_id = ? AND f.input IS NOT NULL",
             [law_id, result.fit_id],
         )
         if not current:

@@ -382,6 +382,14 @@ def test_old_fits_saved_as_sql_text_are_migrated_and_never_run(
     assert "no record of its points" in caplog.text
     with store.connect_locked("store.duckdb") as con:
         assert store.table_counts(con)["quarantine"] == 1
+    # The next scheduled refit of the same data records what the old fit lacked.
+    again = pipeline.fit_project(Path("store.duckdb"), "sweep", "chinchilla", n_bootstrap=0)
+    assert again.status == "fitted"
+    with store.connect_locked("store.duckdb") as con:
+        fits = con.execute("SELECT fit_id, input FROM fits").fetchall()
+        n_points = store.table_counts(con)["fit_points"]
+    assert len(fits) == 1 and fits[0][0] == again.fit_id and fits[0][1] is not None
+    assert n_points == 20
 
 
 def test_reports_rebuild_a_fits_points_from_its_ids(work: Path) -> None:
