@@ -270,8 +270,15 @@ class Settings(BaseModel):
     @field_validator("fit_where")
     @classmethod
     def _where(cls, value: str) -> str:
-        # HOOK(i11-sql): check the predicate here once it exists: store.check_predicate(value)
-        return value
+        if not value.strip():
+            return value
+        from .errors import QueryError
+        from .store import check_predicate  # imported only when there is a predicate
+
+        try:
+            return check_predicate(value)
+        except QueryError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("timezone")
     @classmethod

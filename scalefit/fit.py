@@ -90,7 +90,9 @@ __all__ = [
     "ConvergenceWarning",
     "ExtrapolationScore",
     "LawFit",
+    "describe_input",
     "extrapolation_score",
+    "file_input",
     "fit_chinchilla",
     "fit_envelope",
     "fit_isoflop",
@@ -103,6 +105,7 @@ __all__ = [
     "run_bootstrap_job",
     "save_fit",
     "select_points",
+    "store_input",
 ]
 
 RESAMPLE = ("points", "runs", "params")
@@ -729,8 +732,11 @@ class LawFit:
             },
         )
 
-    def to_row(self, *, selection: str = "") -> dict[str, Any]:
-        """A dict shaped like the ``fits`` table (``schemas/bookkeeping.py``)."""
+    def to_row(
+        self, *, selection: str = "", input: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A dict shaped like the ``fits`` table (``schemas/bookkeeping.py``); ``input`` is
+        the record of what was fitted (:func:`store_input`, :func:`file_input`)."""
         has_ci = bool(self.ci)
         return {
             "fit_id": self.fit_id,
@@ -749,6 +755,7 @@ class LawFit:
             "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
             "input_sha256": self.input_sha256,
             "package_version": scalefit.__version__,
+            "input": None if input is None else _json(dict(input)),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -1881,34 +1888,57 @@ def read_points(path: str | Any) -> pl.DataFrame:
 _METRICS = ("eval_loss", "loss", "train_loss")
 
 
-def select_points(con: Any, *, where: str | None = None, metric: str | None = None) -> pl.DataFrame:
+def select_points(
+    con: Any,
+    *,
+    where: str | None = None,
+    metric: str | None = None,
+    project: str | None = None,
+    run_ids: Sequence[str] | None = None,
+) -> pl.DataFrame:
     """The final observation of each run in the store, as points to fit.
 
     Parameters
     ----------
     con
-        An open store connection (:func:`scalefit.store.connect`).
+        An open store connection; with ``where``, one from
+        :func:`scalefit.store.connect_locked` (the predicate is a user's SQL).
     where
-        SQL predicate on the ``runs`` columns (e.g. ``"project = 'sweep'"``); default all.
+        Predicate on the ``runs`` columns (e.g. ``"project = 'sweep'"``); default all. It is
+        checked and evaluated on ``con`` (:func:`scalefit.store.run_ids_where`) and only
+        the matching run ids are used from then on.
     metric
         Observation metric to use; default ``eval_loss`` if any selected run has it, else
         ``loss``, else ``train_loss``.
+    project, run_ids
+        Only runs of this project / with these ids (bound as parameters).
 
     Returns
     -------
     polars.DataFrame
-        ``run_id, params, tokens, flops, unique_tokens, loss``: tokens and FLOPs from the
-        observation, else from the run; ``unique_tokens`` from the run (for the
-        data-constrained law).
+        ``run_id, step, metric, params, tokens, flops, unique_tokens, loss``: the
+        observation's ids, tokens and FLOPs from the observation, else from the run;
+        ``unique_tokens`` from the run (for the data-constrained law).
     """
     from . import store
 
-    pred = f"({where})" if where else "TRUE"
-    runs = f"SELECT * FROM runs WHERE {pred}"
+    ids = store.run_ids_where(con, where) if where and where.strip() else None
+    if run_ids is not None:
+        wanted = set(run_ids)
+        ids = [i for i in (ids if ids is not None else run_ids) if i in wanted]
+    conds, params = [], []
+    if ids is not None:
+        conds.append("run_id IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(ids))
+    if project is not None:
+        conds.append("project = ?")
+        params.append(project)
+    runs = "SELECT * FROM runs" + (" WHERE " + " AND ".join(conds) if conds else "")
     if metric is None:
         have = store.query(
             con,
             f"SELECT DISTINCT o.metric FROM observations o JOIN ({runs}) r USING (run_id)",
+            params,
         )["metric"].to_list()
         metric = next((m for m in _METRICS if m in have), None)
         if metric is None:
@@ -1920,20 +1950,76 @@ def select_points(con: Any, *, where: str | None = None, metric: str | None = No
         WITH r AS ({runs}),
         o AS (SELECT o.* FROM observations o JOIN r USING (run_id) WHERE o.metric = ?),
         last AS (SELECT run_id, max(step) AS step FROM o GROUP BY run_id)
-        SELECT r.run_id, r.params, coalesce(o.tokens, r.tokens) AS tokens,
+        SELECT r.run_id, o.step, o.metric, r.params, coalesce(o.tokens, r.tokens) AS tokens,
                coalesce(o.flops, r.flops) AS flops, r.unique_tokens, o.value AS loss
         FROM o JOIN last USING (run_id, step) JOIN r USING (run_id)
         ORDER BY r.run_id
     """
-    return store.query(con, sql, [metric])
+    return store.query(con, sql, [*params, metric])
 
 
-def save_fit(con: Any, result: LawFit, *, selection: str, law_id: str | None = None) -> str:
+def store_input(
+    points: pl.DataFrame, *, predicate: str | None = None, project: str | None = None
+) -> dict[str, Any]:
+    """The record of a fit to points from :func:`select_points`: what selected them (as
+    data: the predicate's text, the project, the metric) and how many; their ids go to
+    ``fit_points`` (:func:`save_fit`)."""
+    metrics = points["metric"].unique().to_list() if "metric" in points.columns else []
+    return {
+        "source": "store",
+        "predicate": (predicate or "").strip(),
+        "project": project,
+        "metric": metrics[0] if len(metrics) == 1 else None,
+        "n_points": points.height,
+    }
+
+
+def file_input(path: Any) -> dict[str, Any]:
+    """The record of a fit to a file of points: its path, sha256 and row count."""
+    from pathlib import Path
+
+    p = Path(path)
+    digest = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"source": "file", "path": str(p), "sha256": digest.hexdigest()}
+
+
+def describe_input(input: Mapping[str, Any]) -> str:
+    """A fit's record in words, for ``fits.selection`` (read, never run)."""
+    if input.get("source") == "file":
+        return f"file {input.get('path')} (sha256 {str(input.get('sha256'))[:12]})"
+    parts = []
+    if input.get("project") is not None:
+        parts.append(f"project {input['project']!r}")
+    if input.get("predicate"):
+        parts.append(f"runs matching {input['predicate']!r}")
+    what = ", ".join(parts) or "all runs"
+    return f"store: {what}; metric {input.get('metric')}; {input.get('n_points')} points"
+
+
+def save_fit(
+    con: Any,
+    result: LawFit,
+    *,
+    selection: str | None = None,
+    law_id: str | None = None,
+    input: Mapping[str, Any] | None = None,
+    points: pl.DataFrame | None = None,
+) -> str:
     """Write ``result`` to ``fits`` and its law to ``laws`` (origin ``fitted``) in one
     transaction; idempotent (both are upserts keyed by the deterministic fit id).
 
     Parameters
     ----------
+    selection
+        The data in words (``fits.selection``); default :func:`describe_input` of ``input``.
+    input
+        What was fitted, as data (:func:`store_input`, :func:`file_input`): ``fits.input``.
+    points
+        The points fitted, from :func:`select_points`: their ``run_id``, ``step`` and
+        ``metric`` go to ``fit_points``, so that reports can read them again by id.
     law_id
         Key of the law's row in ``laws``; default the fit id. A stable name (e.g.
         ``fitted_<project>_chinchilla``) makes a scheduled refit replace its law in place
@@ -1948,7 +2034,15 @@ def save_fit(con: Any, result: LawFit, *, selection: str, law_id: str | None = N
     """
     from . import store
 
-    fit_row = pl.DataFrame([result.to_row(selection=selection)])
+    if selection is None:
+        selection = describe_input(input) if input is not None else ""
+    fit_row = pl.DataFrame([result.to_row(selection=selection, input=input)])
+    ids = ("run_id", "step", "metric")
+    fit_points = (
+        points.select(pl.lit(result.fit_id).alias("fit_id"), *ids)
+        if points is not None and all(c in points.columns for c in ids)
+        else None
+    )
     law_row = pl.DataFrame(
         [
             {
@@ -1984,4 +2078,6 @@ def save_fit(con: Any, result: LawFit, *, selection: str, law_id: str | None = N
         store.write(con, "fits", fit_row)
         store.write(con, "laws", law_row)
         store.write(con, "fit_samples", samples, replace_where=f"fit_id = '{result.fit_id}'")
+        if fit_points is not None:
+            store.write(con, "fit_points", fit_points, replace_where=f"fit_id = '{result.fit_id}'")
     return result.fit_id

@@ -111,9 +111,19 @@ def fit_projects(db_path: Path, where: str = "") -> list[str]:
     Each project is fitted on its own: runs of different projects (a paper's sweep, your
     model family) come from different data and tokenizers and need not share a law.
     """
-    pred = f"WHERE {where}" if where else ""
-    with store.connect(db_path, read_only=True) as con:
-        rows = store.run(con, f"SELECT DISTINCT project FROM runs {pred} ORDER BY 1")
+    with store.connect_locked(db_path) as con:
+        # The predicate (a user's SQL) is checked and evaluated on the locked connection;
+        # only the ids it selects are used from here on.
+        ids = store.run_ids_where(con, where)
+        if ids is None:
+            rows = store.run(con, "SELECT DISTINCT project FROM runs ORDER BY 1")
+        else:
+            rows = store.run(
+                con,
+                "SELECT DISTINCT project FROM runs "
+                "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1",
+                [ids],
+            )
     return [r[0] for r in rows]
 
 
@@ -144,11 +154,8 @@ def fit_project(
     written in one transaction. Refitting unchanged data with unchanged settings writes
     nothing new (the fit id is derived from both).
     """
-    pred = "project = " + "'" + project.replace("'", "''") + "'"
-    if where:
-        pred += f" AND ({where})"
-    with store.connect(db_path, read_only=True) as con:
-        points = fitting.select_points(con, where=pred)
+    with store.connect_locked(db_path) as con:
+        points = fitting.select_points(con, where=where, project=project)
     try:
         result = fitting.fit_named(
             points,
@@ -165,14 +172,17 @@ def fit_project(
     law_id = fitted_law_id(project, law)
     with store.connect(db_path) as con:
         # Same data and settings give the same fit id: if the law already points to it,
-        # there is nothing to write (re-saving would only move `created_at`).
+        # there is nothing to write (re-saving would only move `created_at`), unless an
+        # older scalefit saved it without the record of its points (`input`).
         current = store.run(
             con,
-            "SELECT 1 FROM laws l JOIN fits f USING (fit_id) WHERE l.law_id = ? AND f.fit_id = ?",
+            "SELECT 1 FROM laws l JOIN fits f USING (fit_id) WHERE l.law_id = ? "
+            "AND f.fit_id = ? AND f.input IS NOT NULL",
             [law_id, result.fit_id],
         )
         if not current:
-            fitting.save_fit(con, result, selection=f"runs WHERE {pred}", law_id=law_id)
+            record = fitting.store_input(points, predicate=where, project=project)
+            fitting.save_fit(con, result, input=record, points=points, law_id=law_id)
     status = "unchanged" if current else "fitted"
     message = f"{result.n_points} points; objective {result.objective:.4g}" + (
         "" if result.converged else "; NOT converged (see fits.diagnostics)"
@@ -187,8 +197,13 @@ def refresh_comparisons(db_path: Path) -> int:
 
 
 def write_reports(db_path: Path, reports_dir: Path) -> report.ReportInfo:
-    """Write the Parquet reports and plots from the store."""
-    with store.connect(db_path) as con:
+    """Write the Parquet reports and plots from the store.
+
+    The store is brought up to date first (tables and columns added), then read on a
+    locked read-only connection."""
+    with store.connect(db_path):
+        pass
+    with store.connect_locked(db_path) as con:
         return report.write_reports(con, reports_dir)
 
 

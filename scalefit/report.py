@@ -160,15 +160,42 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
     return ReportInfo(directory=directory, files=files)
 
 
-def _fit_points(con: duckdb.DuckDBPyConnection, selection: str) -> pl.DataFrame | None:
-    """The data a fit was made from, read again from its recorded selection."""
+FIT_POINTS_SQL = """
+    SELECT r.run_id, p.step, p.metric, r.params, coalesce(o.tokens, r.tokens) AS tokens,
+           coalesce(o.flops, r.flops) AS flops, r.unique_tokens, o.value AS loss
+    FROM fit_points p
+    JOIN observations o ON o.run_id = p.run_id AND o.step = p.step AND o.metric = p.metric
+    JOIN runs r ON r.run_id = p.run_id
+    WHERE p.fit_id = ?
+    ORDER BY r.run_id
+"""
+"""A fit's points, read again by their ids (the fit id bound as a parameter)."""
+
+
+def _fit_points(
+    con: duckdb.DuckDBPyConnection, fit_id: str, record: str | None
+) -> pl.DataFrame | None:
+    """The data a fit was made from, read again from its record (``fits.input``): by the
+    points' ids in ``fit_points``, or from its file while the file still has the sha256
+    recorded. None, with a log note, when they cannot be had; a fit saved before scalefit
+    kept that record has only SQL text in ``selection``, which is never run."""
     from . import fit as fitting
 
-    if selection == "runs" or selection.startswith("runs WHERE "):
-        where = selection.removeprefix("runs").removeprefix(" WHERE ") or None
-        return fitting.select_points(con, where=where)
-    if Path(selection).is_file():
-        return fitting.read_points(selection)
+    if record is None:
+        log.warning(
+            "fit %s: no record of its points (saved by an older scalefit, whose SQL text is "
+            "never run); its data plot is skipped, refit to get one",
+            fit_id,
+        )
+        return None
+    info = json.loads(record)
+    if info.get("source") == "store":
+        return store.query(con, FIT_POINTS_SQL, [fit_id])
+    path = Path(str(info.get("path", "")))
+    if info.get("source") == "file" and path.is_file():
+        if fitting.file_input(path).get("sha256") == info.get("sha256"):
+            return fitting.read_points(path)
+    log.warning("fit %s: its file %s is gone or changed; its data plot is skipped", fit_id, path)
     return None
 
 
@@ -180,13 +207,13 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
     files: dict[str, int] = {}
     fitted = store.query(
         con,
-        "SELECT l.law_id, l.parameters, f.fit_id, f.selection FROM laws l "
+        "SELECT l.law_id, l.parameters, f.fit_id, f.input FROM laws l "
         "JOIN fits f USING (fit_id) WHERE l.origin = 'fitted' AND l.form = 'chinchilla' "
         "ORDER BY l.law_id",
     )
     for row in fitted.iter_rows(named=True):
         law = law_from_parameters("chinchilla", json.loads(row["parameters"]))
-        points = _fit_points(con, row["selection"])
+        points = _fit_points(con, row["fit_id"], row["input"])
         if points is not None and points.height:
             path = directory / f"law_fit_{row['law_id']}.png"
             plots.plot_law_fit(points, law, row["law_id"], path)
@@ -228,6 +255,12 @@ def comparisons_summary(
     ]
 
 
+def _markdown_text(text: str | None) -> str:
+    """``text`` as one literal markdown table cell (a predicate may hold `|` or backticks)."""
+    cell = (text or "").replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+    return " ".join(cell.split())
+
+
 def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
     """A markdown table of every fit: form, data, estimates with intervals, convergence."""
     fits = store.query(
@@ -254,7 +287,8 @@ def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
             for k, v in est.items()
         )
         lines.append(
-            f"| `{row['fit_id']}` | {row['form']} | `{row['selection']}` | {row['n_points']} | "
+            f"| `{row['fit_id']}` | {row['form']} | {_markdown_text(row['selection'])} | "
+            f"{row['n_points']} | "
             f"{cells} | {row['objective']:.4g} | {'yes' if row['converged'] else 'NO'} |"
         )
     return "\n".join(lines) + "\n"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from ._base import TableSpec, WritePolicy, is_finite, is_json_object
 from .bookkeeping import (
+    FIT_POINTS,
     FIT_SAMPLES,
     FITS,
     INGESTS,
     QUARANTINE,
+    FitPointSchema,
     FitSampleSchema,
     FitSchema,
     IngestSchema,
@@ -48,6 +50,7 @@ TABLES: dict[str, TableSpec] = {
         OBSERVATIONS,
         FITS,
         FIT_SAMPLES,
+        FIT_POINTS,
         INGESTS,
         QUARANTINE,
         COMPARISON_RESULTS,
@@ -66,6 +69,7 @@ __all__ = [
     "TABLES",
     "UPSTREAM_KINDS",
     "ComparisonSchema",
+    "FitPointSchema",
     "FitSampleSchema",
     "FitSchema",
     "IngestSchema",

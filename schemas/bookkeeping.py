@@ -19,7 +19,10 @@ class FitSchema(pa.DataFrameModel):
         unique=True, description="Key, derived from the input hash and settings."
     )
     form: str = pa.Field(description="Law form fitted.")
-    selection: str = pa.Field(description="What was fitted: a file path or a SQL predicate.")
+    selection: str = pa.Field(
+        description="What was fitted, in words (for reading only: never run as SQL; the "
+        "record is `input`)."
+    )
     n_points: int = pa.Field(gt=0, description="Data points used.")
     estimates: str = pa.Field(description="Point estimates, a JSON object.")
     ci_low: str = pa.Field(nullable=True, description="Lower interval bounds, a JSON object.")
@@ -33,6 +36,13 @@ class FitSchema(pa.DataFrameModel):
     created_at: dt.datetime = pa.Field(description="When the fit ran (UTC).")
     input_sha256: str = pa.Field(description="sha256 of the fitted data.")
     package_version: str = pa.Field(description="scalefit version that ran the fit.")
+    input: str = pa.Field(
+        nullable=True,
+        description="What was fitted, a JSON object: `source` `store` (with `predicate`, "
+        "`project`, `metric`, `n_points`; the points' ids are in `fit_points`) or `file` "
+        "(with `path`, `sha256`, `rows`). Null for fits saved before scalefit recorded it: "
+        "their points cannot be re-read (their old SQL text is never run).",
+    )
 
     class Config:
         strict = True
@@ -40,6 +50,10 @@ class FitSchema(pa.DataFrameModel):
 
     @pa.check("estimates", "settings", name="json_object", error="must be a JSON object")
     def _json_object(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return is_json_object(data)
+
+    @pa.check("input", name="json_object", error="must be a JSON object")
+    def _input_json_object(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return is_json_object(data)
 
 
@@ -146,4 +160,26 @@ FIT_SAMPLES = TableSpec(
     key=("fit_id", "sample", "parameter"),
     policy="upsert",
     description="Bootstrap samples of every fit, long format.",
+)
+
+
+class FitPointSchema(pa.DataFrameModel):
+    """One point a fit from the store was made from: the observation's ids, never a query."""
+
+    fit_id: str = pa.Field(description="Fit (key into `fits`).")
+    run_id: str = pa.Field(description="Run (key into `runs`).")
+    step: int = pa.Field(ge=0, description="Step of the observation fitted (the run's last).")
+    metric: str = pa.Field(description="Metric of the observation fitted, e.g. `eval_loss`.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+FIT_POINTS = TableSpec(
+    name="fit_points",
+    schema=FitPointSchema,
+    key=("fit_id", "run_id"),
+    policy="upsert",
+    description="The observations each fit from the store was made from, by id.",
 )

@@ -182,7 +182,7 @@ def test_fit_from_the_store_saves_to_fits_and_laws(db_path: Path):
     from scalefit.fit import select_points
 
     _store_runs(db_path)
-    with store.connect(db_path) as con:
+    with store.connect_locked(db_path) as con:
         pts = select_points(con, where="project = 'sweep'")
     assert pts.height == 59
     np.testing.assert_allclose(
@@ -198,8 +198,23 @@ def test_fit_from_the_store_saves_to_fits_and_laws(db_path: Path):
     with store.connect(db_path, read_only=True) as con:
         fits = store.query(con, "SELECT * FROM fits")
         laws = store.query(con, "SELECT * FROM laws WHERE origin = 'fitted'")
+        points = store.query(con, "SELECT * FROM fit_points ORDER BY run_id")
     assert fits.height == 1 and laws.height == 1
-    assert fits["selection"][0] == "runs WHERE project = 'sweep'"
+    # What was fitted is recorded as data: the predicate's text, the metric, the ids.
+    assert json.loads(fits["input"][0]) == {
+        "source": "store",
+        "predicate": "project = 'sweep'",
+        "project": None,
+        "metric": "eval_loss",
+        "n_points": 59,
+    }
+    assert "project = 'sweep'" in fits["selection"][0]
+    assert points["fit_id"].unique().to_list() == fits["fit_id"].to_list()
+    assert (
+        points.select("run_id", "step", "metric").rows()
+        == pts.select("run_id", "step", "metric").rows()
+    )
+    assert set(points["step"].to_list()) == {100}
     assert laws["fit_id"][0] == fits["fit_id"][0]
     assert set(json.loads(laws["parameters"][0])) == {"N_c", "alpha_N", "E"}
 

@@ -150,6 +150,11 @@ BAD_FILES = [
         "[fit] resample = 'models' is not valid: allowed: one of points",
     ),
     ("[fit]\nwhere = 3", "[fit] where = 3 is not valid: allowed: a predicate"),
+    (
+        "[fit]\nwhere = \"true)) r USING (run_id); COPY (select 42) TO 'x.csv'; SELECT 1 --\"",
+        'refused: Parser Error: syntax error at or near ")"',
+    ),
+    ("[fit]\nwhere = 'no_such_column > 1'", "[fit] where = 'no_such_column > 1' is not valid"),
     ("[upstream]\noffline = 1", "[upstream] offline = 1 is not valid: allowed: true or false"),
     ("[upstream]\nmirror = 7", "[upstream] mirror = 7 is not valid"),
     (

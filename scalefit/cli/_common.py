@@ -120,27 +120,70 @@ def human_count(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
     if value is None:
-        return ""
+        return Text("")
     if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        return Text(f"{value:.4g}")
+    return Text(str(value))  # as written: a value is never read as rich markup
 
 
-def print_frame(frame: pl.DataFrame, fmt: str = "table", *, title: str | None = None) -> None:
-    """Print ``frame`` as a rich table, CSV, or JSON (one array of row objects)."""
+def _strict(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made JSON: NaN and infinities become null,
+    decimals numbers."""
+    import decimal
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return None
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON (RFC 8259: no NaN or Infinity; anything else as text)."""
+    return json.dumps(_strict(value), allow_nan=False, default=str)
+
+
+def print_frame(
+    frame: pl.DataFrame,
+    fmt: str = "table",
+    *,
+    title: str | None = None,
+    json_columns: tuple[str, ...] = (),
+    integer_columns: tuple[str, ...] = (),
+) -> None:
+    """Print ``frame`` as a rich table, CSV, or strict JSON (one array of row objects).
+
+    ``json_columns`` hold JSON text (nested values) and ``integer_columns`` integers as
+    text: JSON output prints them as JSON values and numbers.
+    """
     from rich.table import Table
 
     if fmt == "csv":
         sys.stdout.write(frame.write_csv())
     elif fmt == "json":
-        sys.stdout.write(json.dumps(frame.to_dicts(), default=str) + "\n")
+        rows = frame.to_dicts()
+        for row in rows:
+            for name in json_columns:
+                if row[name] is not None:
+                    row[name] = json.loads(row[name])
+            for name in integer_columns:
+                if row[name] is not None:
+                    row[name] = int(row[name])
+        sys.stdout.write(strict_json(rows) + "\n")
     else:
         table = Table(title=title, show_lines=False)
         for name in frame.columns:
             numeric = frame.schema[name].is_numeric()
-            table.add_column(name, justify="right" if numeric else "left")
+            table.add_column(Text(name), justify="right" if numeric else "left")
         for row in frame.iter_rows():
             table.add_row(*(_cell(v) for v in row))
         console.print(table)

@@ -151,7 +151,9 @@ def report(
 
     settings = read_settings(config, db=("--db", db), reports=("--out", out))
     db, out = settings.db, settings.reports
-    with store.connect(db, create=False) as con:
+    with store.connect(db, create=False):
+        pass  # brings an older store's tables up to date
+    with store.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
@@ -237,17 +239,24 @@ def sql(
     ] = OutputFormat.table,
     config: ConfigOption = None,
 ) -> None:
-    """Run a SQL query against the store (read-only) and print the result.
+    """Run one read-only SQL query against the store and print the result.
 
-    Tables: sources, models, runs, observations, laws, law_parameters, fits, ingests,
-    quarantine, optimal_allocations, and the view comparisons.
+    Tables: sources, models, runs, observations, laws, law_parameters, fits, fit_points,
+    ingests, quarantine, optimal_allocations, and the view comparisons. The query runs on a
+    locked read-only connection: it cannot write, read other files, reach the network, load
+    extensions or change settings; anything else is refused with the reason (see README).
     """
     from .. import store
 
     db = read_settings(config, db=("--db", db)).db
-    with store.connect(db, read_only=True) as con:
-        frame = store.query(con, query)
-    print_frame(frame, format.value)
+    with store.connect_locked(db) as con:
+        result = store.user_query(con, query)
+    print_frame(
+        result.frame,
+        format.value,
+        json_columns=result.json_columns,
+        integer_columns=result.integer_columns,
+    )
 
 
 @app.command()

@@ -140,16 +140,19 @@ def fit_command(
         )
     if input is not None:
         data = fitting.read_points(input)
-        selection = str(input)
+        record = fitting.file_input(input)
     else:
         from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
 
-        with store.connect(db_path, read_only=True) as con:
+        # --where is a user's SQL: checked, then evaluated on the locked read-only
+        # connection; only the matching ids travel on (never the text).
+        with store.connect_locked(db_path) as con:
             data = fitting.select_points(con, where=where, metric=metric)
-        selection = f"runs WHERE {where}" if where else "runs"
+        record = fitting.store_input(data, predicate=where)
         if data.height == 0:
+            selection = f"runs matching {where!r}" if where else "runs"
             raise FitError(
-                f"no runs with observations match {selection!r} in {db_path}: "
+                f"no {selection} have observations in {db_path}: "
                 "check --where, or pass --input FILE"
             )
     with _bootstrap_pool(jobs if bootstrap else 1) as bootstrap_map:
@@ -175,7 +178,7 @@ def fit_command(
 
         store.use_storage_version(settings.storage_version)
         with store.connect(db_path) as con:
-            fitting.save_fit(con, result, selection=selection)
+            fitting.save_fit(con, result, input=record, points=data if input is None else None)
     if as_json:
         out = result.to_json()
         out["saved"] = bool(do_save)
