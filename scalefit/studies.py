@@ -353,7 +353,7 @@ def fetch_study(
         where = (
             f"not in the mirror (no {mirror_root / study.name / path})"
             if mirror_root is not None
-            else f"no mirror is set ({MIRROR_ENV} or [upstream] mirror)"
+            else f"in no mirror (none is set: {MIRROR_ENV} or [upstream] mirror)"
         )
         if offline:
             raise UpstreamUnavailableError(
