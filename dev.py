@@ -81,6 +81,23 @@ def ensure_compat_env() -> Path | None:
     return COMPAT_PY
 
 
+# The project's machines hold the studies' published files in a folder beside the clone, laid
+# out as the upstream mirror scalefit reads (shared/published-runs/<study>/<path>).
+SHARED_MIRROR = ROOT.parent / "shared" / "published-runs"
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of a ``scalefit`` command run through dev.py: the published-runs folder
+    beside the clone, when there is one, is the default upstream mirror, so a refresh on a
+    machine without network still loads the published studies (verified by sha256 like a
+    download). A ``SCALEFIT_UPSTREAM_MIRROR`` already in the environment is left as it is (set
+    it empty to use scalefit.toml's ``[upstream] mirror``, or none)."""
+    env = dict(os.environ)
+    if SHARED_MIRROR.is_dir() and "SCALEFIT_UPSTREAM_MIRROR" not in env:
+        env["SCALEFIT_UPSTREAM_MIRROR"] = str(SHARED_MIRROR)
+    return env
+
+
 def test_environment() -> dict[str, str]:
     """The environment the test suite runs in: Prefect kept local, quiet and in a temp home."""
     env = dict(os.environ)
@@ -107,7 +124,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT) or subprocess.call(
             [str(BIN / "ruff"), "format", "--check", "."], cwd=ROOT
         )
-    return subprocess.call([str(BIN / "scalefit"), command, *rest])
+    return subprocess.call([str(BIN / "scalefit"), command, *rest], env=command_environment())
 
 
 if __name__ == "__main__":
