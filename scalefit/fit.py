@@ -1472,15 +1472,16 @@ ENVELOPE_TRIM = 0.2
 """Fraction of each run's log-FLOP span dropped at either end after smoothing.
 
 A fitted polynomial is least certain at the ends of its data (leverage), and the envelope's
-minimum favours whichever curve is noisiest, low: at small budgets the runs competing there are
-near the starts of their curves, the larger ones nearer, and at large budgets near the ends,
-the smaller ones nearer. Using every run's whole smoothed curve biased the exponent by -0.006,
+minimum favours the least certain curves (their errors reach lower). At a small budget the
+competing runs are all near the starts of their curves, the larger ones nearest, so larger
+runs win too often; at a large budget all are near the ends, the smaller ones nearest, so
+smaller runs win too often: the exponent comes out low. Using every run's whole smoothed curve biased the exponent by -0.006,
 -0.019 and -0.036 at 0.5%, 1% and 2% noise per point; keeping each run's middle 60% gives
 +0.001, -0.0005 and -0.004 (means over 30 seeded datasets; see tests/test_fit.py). The result
 depends on this choice: keeping the middle 70% gave -0.003, -0.007, -0.015, the middle 50%
 +0.009, +0.011, +0.014. On three other designs (other laws, 12-20 sizes, 40-100 points per
 curve) the middle 60% kept 30/30 coverage at each noise level, where untrimmed smoothed
-curves fell to 17/30 at 2% on one of them; the mean error there stayed within 0.01 but for
+curves fell to 17/30 at 2% on one of them; the mean error there stayed within 0.01 except with
 15 sizes over 3 decades of tokens (+0.012, +0.03, +0.08 at 0.5%, 1%, 2%, with intervals
 wide enough to cover)."""
 
@@ -1578,8 +1579,8 @@ def fit_envelope(
     intervals covering the truth in 16 of 30 datasets. Smoothed and trimmed, 0.5%, 1% and 2%
     noise per point (real eval losses carry 0.5-2%) gave mean errors of +0.001, -0.0005 and
     -0.004 and coverage of 30, 30 and 29 of 30 datasets (tests/test_fit.py); noise-free,
-    +0.0011. Runs with fewer than
-    ``ENVELOPE_SMOOTH_DEGREE + 2`` points are left out, with a warning.
+    +0.0011. Runs with fewer than ``ENVELOPE_SMOOTH_DEGREE + 2`` points are left out, with a
+    warning.
 
     Only interior budgets are kept: those where a run smaller and a run larger than the best
     one also reach that FLOP count. Elsewhere the minimum is censored by the model sizes
