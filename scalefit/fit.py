@@ -1477,13 +1477,13 @@ competing runs are all near the starts of their curves, the larger ones nearest,
 runs win too often; at a large budget all are near the ends, the smaller ones nearest, so
 smaller runs win too often: the exponent comes out low. Using every run's whole smoothed
 curve biased the exponent by -0.006, -0.019 and -0.036 at 0.5%, 1% and 2% noise per point;
-keeping each run's middle 60% gives +0.001, -0.0005 and -0.004 (means over 30 seeded
-datasets; see tests/test_fit.py). The result depends on this choice: keeping the middle 70%
-gave -0.003, -0.007, -0.015, the middle 50% +0.009, +0.011, +0.014. On three other designs (other laws, 12-20 sizes, 40-100 points per
-curve) the middle 60% kept 30/30 coverage at each noise level, where untrimmed smoothed
-curves fell to 17/30 at 2% on one of them; the mean error there stayed within 0.01 except with
-15 sizes over 3 decades of tokens (+0.012, +0.03, +0.08 at 0.5%, 1%, 2%, with intervals
-wide enough to cover)."""
+keeping each run's middle 60% gives +0.001, -0.0005 and -0.004 (means over 30 seeded datasets;
+see tests/test_fit.py). The result depends on this choice: keeping the middle 70% gave -0.003,
+-0.007, -0.015, the middle 50% +0.009, +0.011, +0.014. On three other designs (other laws,
+12-20 sizes, 40-100 points per curve) the middle 60% kept 30/30 coverage at each noise level,
+where untrimmed smoothed curves fell to 17/30 at 2% on one of them; the mean error there stayed
+within 0.01 except with 15 sizes over 3 decades of tokens (+0.012, +0.03, +0.08 at 0.5%, 1%,
+2%, with intervals wide enough to cover)."""
 
 
 def _envelope_curves(
