@@ -807,7 +807,7 @@ def envelope_budgets_text(counts: Mapping[str, int]) -> str:
         f"sizes); dropped "
         f"{counts['at_smallest']} whose lowest loss is the smallest run reaching them, "
         f"{counts['at_largest']} the largest, {counts['grid'] - counts['covered']} reached by "
-        "no run"
+        "no run's smoothed (trimmed) curve"
     )
 
 
@@ -1580,23 +1580,64 @@ is a staircase over the sizes tried, and a least-squares line through ``K`` equa
 shrinks the exponent by about ``1/K^2`` (measured: -0.012 with 7 steps, -0.0009 with 23)."""
 
 
+ENVELOPE_SMOOTH_DEGREE = 3
+"""Degree of the polynomial in log FLOPs fitted to each run's log loss before the envelope.
+
+Hoffmann et al. (2022, Section 3.1) smooth and then interpolate each run's loss curve before
+taking, at each FLOP count, the run of lowest loss; they do not say how. Without smoothing,
+the minimum over runs selects favourable noise: with 0.1% noise per logged point the exponent
+came out 0.006 low and its intervals covered the truth in 26 of 30 datasets. Measured on curves
+of a known law (60 points over 3.5 decades of tokens per run): degree 2 bends the curves enough
+to bias the exponent by +0.006 noise-free; 3 gives +0.0005; 4 and 5 are as close noise-free
+but noisier."""
+
+ENVELOPE_TRIM = 0.2
+"""Fraction of each run's log-FLOP span dropped at either end after smoothing.
+
+A fitted polynomial is least certain at the ends of its data (leverage), and the envelope's
+minimum favours the least certain curves (their errors reach lower). At a small budget the
+competing runs are all near the starts of their curves, the larger ones nearest, so larger
+runs win too often; at a large budget all are near the ends, the smaller ones nearest, so
+smaller runs win too often: the exponent comes out low. Using every run's whole smoothed
+curve biased the exponent by -0.006, -0.019 and -0.036 at 0.5%, 1% and 2% noise per point;
+keeping each run's middle 60% gives +0.001, -0.0005 and -0.004 (means over 30 seeded datasets;
+see tests/test_fit.py). The result depends on this choice: keeping the middle 70% gave -0.003,
+-0.007, -0.015, the middle 50% +0.009, +0.011, +0.014. On three other designs (other laws,
+12-20 sizes, 40-100 points per curve) the middle 60% kept 30/30 coverage at each noise level,
+where untrimmed smoothed curves fell to 17/30 at 2% on one of them; the mean error there stayed
+within 0.01 except with 15 sizes over 3 decades of tokens (+0.012, +0.03, +0.08 at 0.5%, 1%,
+2%, with intervals wide enough to cover)."""
+
+
 def _envelope_curves(
     pts: _Points, runs: np.ndarray, uniq: np.ndarray, log_g: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's loss at each log FLOP count of ``log_g`` (interpolated linearly in log FLOPs
-    along its curve; ``inf`` outside the curve), one row per run of ``uniq``, and each run's
-    parameters."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each run's smoothed log loss at each log FLOP count of ``log_g``, one row per run of
+    ``uniq`` (``inf`` where the run's trimmed curve does not reach), each run's parameters,
+    and how many runs were too short to smooth.
+
+    Smoothing: least squares of log loss on a polynomial of degree
+    :data:`ENVELOPE_SMOOTH_DEGREE` in log FLOPs, per run, evaluated only on the middle of the
+    run's FLOP span (:data:`ENVELOPE_TRIM` of it dropped at either end). A run with fewer than
+    ``ENVELOPE_SMOOTH_DEGREE + 2`` distinct FLOP counts is left out (its row stays ``inf``).
+    """
     curves = np.full((uniq.size, log_g.size), np.inf)
     sizes = np.empty(uniq.size)
+    too_short = 0
     for i, r in enumerate(uniq):
         m = runs == r
-        lc = np.log(pts.flops[m])
-        order = np.argsort(lc)
-        lc, loss = lc[order], pts.loss[m][order]
-        inside = (log_g >= lc[0]) & (log_g <= lc[-1])
-        curves[i, inside] = np.interp(log_g[inside], lc, loss)
         sizes[i] = pts.params[m][0]
-    return curves, sizes
+        lc, log_loss = np.log(pts.flops[m]), np.log(pts.loss[m])
+        if np.unique(lc).size < ENVELOPE_SMOOTH_DEGREE + 2:
+            too_short += 1
+            continue
+        lo, hi = lc.min(), lc.max()
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        coef = np.polynomial.polynomial.polyfit((lc - mid) / half, log_loss, ENVELOPE_SMOOTH_DEGREE)
+        cut = ENVELOPE_TRIM * (hi - lo)
+        inside = (log_g >= lo + cut) & (log_g <= hi - cut)
+        curves[i, inside] = np.polynomial.polynomial.polyval((log_g[inside] - mid) / half, coef)
+    return curves, sizes, too_short
 
 
 def _envelope_minima(
@@ -1647,10 +1688,22 @@ def fit_envelope(
     """Hoffmann et al. (2022) approach 1: the envelope of training curves.
 
     ``curves`` holds many observations per run (``run_id``, ``params``, ``loss`` and
-    ``flops`` or ``tokens``). At ``n_grid`` log-spaced FLOP counts, the run with the lowest
-    loss (interpolated linearly in log FLOPs along its curve) gives ``N_opt(C)`` and
-    ``D_opt(C) = C / (6 N_opt)``; then ``N_opt ~ C^a`` and ``D_opt ~ C^b`` by least squares
-    in log space. The bootstrap resamples whole runs.
+    ``flops`` or ``tokens``). As Hoffmann et al. do, each run's curve is first smoothed (they
+    do not say how; here a cubic in log FLOPs fitted to log loss, :data:`ENVELOPE_SMOOTH_DEGREE`)
+    and kept only over the middle of its FLOP span (:data:`ENVELOPE_TRIM` dropped at either
+    end, where a fitted curve is least certain). Then at ``n_grid`` log-spaced FLOP counts, the
+    run with the lowest smoothed loss gives ``N_opt(C)`` and ``D_opt(C) = C / (6 N_opt)``; and
+    ``N_opt ~ C^a`` and ``D_opt ~ C^b`` by least squares in log space. The bootstrap resamples
+    whole runs (each with its own smoothed curve, so the intervals carry the smoothing's
+    errors).
+
+    Smoothing matters: the minimum over runs of noisy values selects favourable noise. With
+    raw curves, 0.1% noise per logged point biased ``a`` by -0.006 and 0.2% left the 95%
+    intervals covering the truth in 16 of 30 datasets. Smoothed and trimmed, 0.5%, 1% and 2%
+    noise per point (real eval losses carry 0.5-2%) gave mean errors of +0.001, -0.0005 and
+    -0.004 and coverage of 30, 30 and 29 of 30 datasets (tests/test_fit.py); noise-free,
+    +0.0011. Runs with fewer than ``ENVELOPE_SMOOTH_DEGREE + 2`` points are left out, with a
+    warning.
 
     Only interior budgets are kept: those where a run smaller and a run larger than the best
     one also reach that FLOP count. Elsewhere the minimum is censored by the model sizes
@@ -1676,7 +1729,7 @@ def fit_envelope(
     runs = pts.run_id
     uniq = np.unique(runs)
     log_g = np.log(np.geomspace(pts.flops.min(), pts.flops.max(), n_grid))
-    curves, sizes = _envelope_curves(pts, runs, uniq, log_g)
+    curves, sizes, too_short = _envelope_curves(pts, runs, uniq, log_g)
 
     def estimate(take: np.ndarray) -> tuple[dict, float, dict[str, int]]:
         lc, ln, ld, counts = _envelope_minima(curves[take], sizes[take], log_g)
@@ -1703,6 +1756,11 @@ def fit_envelope(
             "smaller and larger than the best ones, with curves overlapping in FLOPs"
         )
     warns = []
+    if too_short:
+        warns.append(
+            f"{too_short} of {uniq.size} runs have fewer than {ENVELOPE_SMOOTH_DEGREE + 2} "
+            "points on their loss curve, too few to smooth: left out of the envelope"
+        )
     if counts["sizes"] < ENVELOPE_MIN_SIZES:
         warns.append(
             f"the envelope's interior minima are made by only {counts['sizes']} model sizes: "
@@ -1723,8 +1781,10 @@ def fit_envelope(
         "seed": seed_setting,
         "resample": "runs",
         "confidence_level": confidence_level,
+        "smooth_degree": ENVELOPE_SMOOTH_DEGREE,
+        "trim": ENVELOPE_TRIM,
     }
-    diag = {"n_runs": int(uniq.size), "envelope_budgets": counts}
+    diag = {"n_runs": int(uniq.size), "runs_too_short": too_short, "envelope_budgets": counts}
     return _allocation_fit(
         "envelope", est, rss, samples, pts, confidence_level, settings, diag, warns
     )
