@@ -157,9 +157,11 @@ def _check_confidence_level(level: float) -> float:
 def _check_seed(seed: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, int | np.integer) and not isinstance(seed, bool)):
+    if seed is None or (
+        isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0
+    ):
         return np.random.default_rng(seed)
-    raise FitError(f"`seed` must be an int, a numpy Generator or None; got {seed!r}")
+    raise FitError(f"`seed` must be an int >= 0, a numpy Generator or None; got {seed!r}")
 
 
 def _check_form(form: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -67,6 +68,22 @@ def _wants_json(kwargs: dict[str, Any]) -> bool:
     return kwargs.get("as_json") is True or getattr(fmt, "value", fmt) == "json"
 
 
+def json_line(obj: Any) -> str:
+    """``obj`` as one line of strict JSON: a float that is not finite (NaN, infinity) becomes
+    ``null``, since JSON has no such numbers; other non-JSON values become text."""
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), default=str, allow_nan=False)
+
+
 def handle_errors(fn: F) -> F:
     """Turn any exception into one clear line on stderr and exit status 1 (see the module
     docstring); a command asked for JSON also prints ``{"error": "..."}`` on stdout."""
@@ -88,7 +105,7 @@ def handle_errors(fn: F) -> F:
             )
         print_error(message)
         if _wants_json(kwargs):
-            sys.stdout.write(json.dumps({"error": message}) + "\n")
+            sys.stdout.write(json_line({"error": message}) + "\n")
         raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]

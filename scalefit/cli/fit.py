@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,7 +13,14 @@ import typer
 
 from .._names import LAW_NAMES  # not scalefit.fit: numpy and polars take ~0.4 s
 from . import app
-from ._common import DEFAULT_DB_PATH, console, handle_errors, print_frame, print_warning
+from ._common import (
+    DEFAULT_DB_PATH,
+    console,
+    handle_errors,
+    json_line,
+    print_frame,
+    print_warning,
+)
 
 
 @app.command("fit")
@@ -143,7 +149,7 @@ def fit_command(
         out["saved"] = bool(do_save)
         if score is not None:
             out["extrapolation"] = score.to_json()
-        sys.stdout.write(json.dumps(out, default=str) + "\n")
+        sys.stdout.write(json_line(out) + "\n")
         return
     print_frame(result.to_frame(), title=f"{result.form} fit to {result.n_points} points")
     lines = str(result).splitlines()

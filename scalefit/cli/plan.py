@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
-from ._common import DEFAULT_DB_PATH, console, handle_errors, human_count
+from ._common import DEFAULT_DB_PATH, console, handle_errors, human_count, json_line
 
 
 def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str]:
@@ -128,7 +128,7 @@ def plan_command(
         sample_laws=samples,
     )
     if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        sys.stdout.write(json_line(result.to_json()) + "\n")
         return
     table = Table(title=f"{flops:.3g} FLOPs under {law} ({result.law_form})")
     table.add_column("", justify="left", no_wrap=True)
