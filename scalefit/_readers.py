@@ -171,7 +171,22 @@ def _mapping(headers: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
     return rename, metrics, ignored
 
 
-def _check_columns(path: Path, fmt: str, headers: list[str], metrics: list[str]) -> None:
+def _check_columns(
+    path: Path,
+    fmt: str,
+    headers: list[str],
+    metrics: list[str],
+    rename: dict[str, str] | None = None,
+) -> None:
+    """A long table needs a step column and a loss column (``rename``: its header mapping;
+    None where the reader found the step column itself)."""
+    if rename is not None and "step" not in rename.values():
+        raise IngestError(
+            f"{path}: no step column (the optimizer step of each row, named "
+            f"{', '.join(f'`{a}`' for a in _ALIASES['step'])}); columns are: "
+            f"{', '.join(headers) or '(none)'}. Add one, or pass `--format` if the format "
+            "was misdetected"
+        )
     if not metrics:
         raise IngestError(
             f"{path}: no loss column found (a column named like `loss`, `train_loss`, "
@@ -217,7 +232,7 @@ def read_csv(path: Path, *, run_id: str | None, row_offset: int = 0, fmt: str = 
         return _read_wandb_wide(path, headers, row_offset)
     rename, metrics, ignored = _mapping(headers)
     if headers:
-        _check_columns(path, fmt, headers, metrics)
+        _check_columns(path, fmt, headers, metrics, rename)
 
     def lazy() -> pl.LazyFrame:
         return pl.scan_csv(
@@ -275,7 +290,7 @@ def read_parquet(path: Path, *, run_id: str | None) -> Source:
     headers = pl.read_parquet_schema(path)
     names = list(headers)
     rename, metrics, ignored = _mapping(names)
-    _check_columns(path, "parquet", names, metrics)
+    _check_columns(path, "parquet", names, metrics, rename)
 
     def lazy() -> pl.LazyFrame:
         return pl.scan_parquet(path).with_row_index(ROW, offset=1)
@@ -368,6 +383,9 @@ def _jsonl_chunk(path: Path, batch: list[tuple[int, bytes]], run_id: str | None)
         except ValueError as exc:
             bad.append((no, text.rstrip("\r\n"), f"line is not valid JSON: {exc}"))
             continue
+        except RecursionError:
+            bad.append((no, text.rstrip("\r\n"), "line is nested too deeply to read as JSON"))
+            continue
         if not isinstance(rec, dict):
             bad.append((no, text.rstrip("\r\n"), "line is not a JSON object ({...})"))
             continue
@@ -424,6 +442,8 @@ def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
             f"{path}: not valid JSON ({exc}); the file may be truncated (was it still being "
             "written?); the Trainer rewrites it whole at each checkpoint"
         ) from None
+    except RecursionError:
+        raise IngestError(f"{path}: JSON nested too deeply to read; not a Trainer state") from None
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise IngestError(
             f"{path}: a Trainer state needs a `log_history` list; this JSON has none. "

@@ -62,6 +62,10 @@ class FitError(ScalefitError, ValueError):
     """A law cannot be fitted to the data given (too few points, degenerate inputs, …)."""
 
 
+class PlanError(ScalefitError, ValueError):
+    """A planning input (``scalefit plan``: budget, tokens, target loss) is out of range."""
+
+
 class ConfigError(ScalefitError, ValueError):
     """``scalefit.toml`` or a command-line setting is invalid."""
 

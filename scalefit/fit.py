@@ -65,6 +65,7 @@ import polars as pl
 import scalefit
 
 from . import _optim
+from ._names import LAW_NAMES  # defined there so that the CLI lists them without numpy
 from .errors import FitError
 from .laws import (
     AllocationLaw,
@@ -135,41 +136,43 @@ class ConvergenceWarning(UserWarning):
 
 def _check_delta(delta: float) -> float:
     if not (isinstance(delta, int | float) and math.isfinite(delta) and delta > 0):
-        raise ValueError(f"`delta` must be a positive finite number (e.g. 1e-3), got {delta!r}")
+        raise FitError(f"`delta` must be a positive finite number (e.g. 1e-3), got {delta!r}")
     return float(delta)
 
 
 def _check_n_bootstrap(n_bootstrap: int) -> int:
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int | np.integer):
-        raise ValueError(f"`n_bootstrap` must be an integer >= 0, got {n_bootstrap!r}")
+        raise FitError(f"`n_bootstrap` must be an integer >= 0, got {n_bootstrap!r}")
     if n_bootstrap < 0:
-        raise ValueError(f"`n_bootstrap` must be an integer >= 0, got {n_bootstrap!r}")
+        raise FitError(f"`n_bootstrap` must be an integer >= 0, got {n_bootstrap!r}")
     return int(n_bootstrap)
 
 
 def _check_resample(resample: str) -> str:
     if resample not in RESAMPLE:
-        raise ValueError(f"`resample` must be one of {', '.join(RESAMPLE)}; got {resample!r}")
+        raise FitError(f"`resample` must be one of {', '.join(RESAMPLE)}; got {resample!r}")
     return resample
 
 
 def _check_confidence_level(level: float) -> float:
     if not (isinstance(level, int | float) and 0 < level < 1):
-        raise ValueError(f"`confidence_level` must be in (0, 1), e.g. 0.95; got {level!r}")
+        raise FitError(f"`confidence_level` must be in (0, 1), e.g. 0.95; got {level!r}")
     return float(level)
 
 
 def _check_seed(seed: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, int | np.integer) and not isinstance(seed, bool)):
+    if seed is None or (
+        isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0
+    ):
         return np.random.default_rng(seed)
-    raise ValueError(f"`seed` must be an int, a numpy Generator or None; got {seed!r}")
+    raise FitError(f"`seed` must be an int >= 0, a numpy Generator or None; got {seed!r}")
 
 
 def _check_form(form: str) -> str:
     if form not in FORMS:
-        raise ValueError(f"`law` must be one of {', '.join(FORMS)}; got {form!r}")
+        raise FitError(f"`law` must be one of {', '.join(FORMS)}; got {form!r}")
     return form
 
 
@@ -666,6 +669,11 @@ class LawFit:
     def n_bootstrap(self) -> int:
         return int(self.samples.shape[0])
 
+    @property
+    def n_bootstrap_failed(self) -> int:
+        """Bootstrap resamples that could not be fitted (left out of the intervals)."""
+        return int(self.diagnostics.get("bootstrap_failed", 0))
+
     def predict(self, params: Any, tokens: Any) -> np.ndarray:
         """Predicted loss of the fitted law."""
         return self.law.loss(params, tokens)
@@ -771,6 +779,7 @@ class LawFit:
             "n_points": self.n_points,
             "converged": self.converged,
             "n_bootstrap": self.n_bootstrap,
+            "n_bootstrap_failed": self.n_bootstrap_failed,
             "settings": dict(self.settings),
             "diagnostics": json.loads(_json(dict(self.diagnostics))),
             "warnings": list(self.warnings),
@@ -781,7 +790,12 @@ class LawFit:
         lines = [
             f"{self.form} fit to {self.n_points} points: objective {self.objective:.6g}, "
             f"{'converged' if self.converged else 'NOT converged'}"
-            + (f", {self.n_bootstrap} bootstrap resamples" if self.n_bootstrap else ""),
+            + (f", {self.n_bootstrap} bootstrap resamples" if self.n_bootstrap else "")
+            + (
+                f" ({self.n_bootstrap_failed} could not be fitted)"
+                if self.n_bootstrap_failed
+                else ""
+            ),
         ]
         for kind, values in (("", self.estimates), ("derived ", self.derived)):
             for name, value in values.items():
@@ -1380,17 +1394,29 @@ def _budget_groups(flops: np.ndarray, rtol: float) -> np.ndarray:
     return groups
 
 
+def _exp(x: float) -> float:
+    """``exp(x)``, or ``inf`` where that overflows (the minimum of a nearly flat profile)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _isoflop_minima(
     log_n: np.ndarray, loss: np.ndarray, groups: np.ndarray, log_c: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Per budget: weighted parabola of loss against log N and its minimum."""
+    """Per budget: weighted parabola of loss against log N and its minimum.
+
+    A nearly flat profile puts its minimum astronomically far away (``params_opt`` is then
+    ``inf``): no overflow warning or error here; the allocation fit judges the result."""
     xs, ys, rows = [], [], []
     for g in np.unique(groups):
         m = (groups == g) & (w > 0)
         if np.unique(log_n[m]).size < 3:
             continue
-        c2, c1, c0 = np.polyfit(log_n[m], loss[m], 2, w=np.sqrt(w[m]))
-        if c2 <= 0:
+        with np.errstate(all="ignore"):
+            c2, c1, c0 = (float(c) for c in np.polyfit(log_n[m], loss[m], 2, w=np.sqrt(w[m])))
+        if not c2 > 0:
             continue
         x_opt = -c1 / (2 * c2)
         c = float(np.mean(log_c[groups == g]))
@@ -1400,8 +1426,8 @@ def _isoflop_minima(
             {
                 "flops": math.exp(c),
                 "n_points": int(m.sum()),
-                "params_opt": math.exp(x_opt),
-                "loss_min": float(c0 - c1 * c1 / (4 * c2)),
+                "params_opt": _exp(x_opt),
+                "loss_min": c0 - c1 * c1 / (4 * c2),
                 "curvature": float(c2),
                 "inside_range": bool(log_n[m].min() <= x_opt <= log_n[m].max()),
             }
@@ -1410,16 +1436,26 @@ def _isoflop_minima(
 
 
 def _allocation_estimates(log_c: np.ndarray, log_n: np.ndarray) -> tuple[dict, float]:
-    """``log N_opt = log k + a log C`` by least squares, and the implied ``D_opt``."""
-    a, log_k = np.polyfit(log_c, log_n, 1)
-    rss = float(np.sum((log_n - (log_k + a * log_c)) ** 2))
-    k = math.exp(log_k)
+    """``log N_opt = log k + a log C`` by least squares, and the implied ``D_opt``.
+
+    A minimum far outside the sizes tried (a nearly flat profile) can make ``k`` overflow:
+    the estimates are then not finite (``inf``, ``0``), never an exception; callers check."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        a, log_k = np.polyfit(log_c, log_n, 1)
+        rss = float(np.sum((log_n - (log_k + a * log_c)) ** 2))
+    k = _exp(float(log_k))
     return {
         "params_exp": float(a),
         "params_coef": k,
         "tokens_exp": float(1 - a),
-        "tokens_coef": 1.0 / (6.0 * k),
+        "tokens_coef": 1.0 / (6.0 * k) if 0.0 < k < math.inf else math.nan,
     }, rss
+
+
+def _usable(est: Mapping[str, float]) -> bool:
+    """Whether every estimate of an allocation fit is a finite, usable number."""
+    return all(math.isfinite(v) for v in est.values()) and est["params_coef"] > 0
 
 
 def _law_fit(
@@ -1447,6 +1483,17 @@ def _law_fit(
     """
     names = tuple(est) + tuple(derived)
     ci = _percentile_ci(samples, names, confidence_level) if samples.shape[0] else {}
+    if samples.shape[0]:
+        # A resample that could not be fitted is a row of NaN: counted and reported (the
+        # intervals come from the others), never fatal.
+        failed = int((~np.isfinite(samples[:, : len(est)])).any(axis=1).sum())
+        diag = {**diag, "bootstrap_failed": failed}
+        if failed and "bootstrap_not_converged" not in diag:
+            warns = [
+                *warns,
+                f"{failed} of {samples.shape[0]} bootstrap resamples could not be fitted "
+                "(left out of the intervals)",
+            ]
     for w in warns:
         warnings.warn(w, ConvergenceWarning, stacklevel=stacklevel)
     samples.setflags(write=False)
@@ -1543,6 +1590,12 @@ def fit_isoflop(
             "profile: an IsoFLOP fit needs at least two; add model sizes at each budget"
         )
     est, rss = _allocation_estimates(xs, ys)
+    if not _usable(est):
+        raise FitError(
+            "the IsoFLOP minima give no finite allocation line (a budget's loss profile is "
+            "nearly flat, so its minimum lies far outside the model sizes tried): add model "
+            "sizes on both sides of each budget's minimum"
+        )
     warns = [
         f"the loss minimum at {r['flops']:.3g} FLOPs lies outside the model sizes tried"
         for r in rows
@@ -1556,9 +1609,15 @@ def fit_isoflop(
             for g in np.unique(groups):
                 idx = np.flatnonzero(groups == g)
                 np.add.at(w, rng.choice(idx, idx.size), 1.0)
-            bx, by, _ = _isoflop_minima(log_n, pts.loss, groups, log_c, w)
-            if bx.size >= 2:
-                out[b] = list(_allocation_estimates(bx, by)[0].values())
+            # A resample that cannot be fitted (fewer than two usable budgets, or a nearly
+            # flat profile whose minimum overflows) stays NaN: counted, never fatal.
+            try:
+                bx, by, _ = _isoflop_minima(log_n, pts.loss, groups, log_c, w)
+                got = _allocation_estimates(bx, by)[0] if bx.size >= 2 else None
+            except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+                got = None
+            if got is not None and _usable(got):
+                out[b] = list(got.values())
         samples = out
     settings = {
         "law": "isoflop",
@@ -1844,21 +1903,6 @@ def extrapolation_score(
 
 
 # --------------------------------------------------------------------------- I/O
-
-
-LAW_NAMES: dict[str, str] = {
-    "chinchilla": "chinchilla",
-    "kaplan-n": "kaplan_n",
-    "kaplan-d": "kaplan_d",
-    "kaplan-c": "kaplan_c",
-    "kaplan-nd": "kaplan_nd",
-    "isoflop": "isoflop",
-    "envelope": "envelope",
-    "data-constrained": "data_constrained",
-    "overtraining": "overtraining",
-    "downstream-error": "downstream_error",
-}
-"""Law names of the CLI and ``scalefit.toml`` -> fitted form."""
 
 
 def fit_named(

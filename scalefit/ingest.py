@@ -53,6 +53,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -258,6 +259,8 @@ def _read_mapping(path: Path) -> dict:
             data = json.loads(text)
         except ValueError as exc:
             raise IngestError(f"{path}: not valid JSON ({exc}); fix the run metadata") from None
+        except RecursionError:
+            raise IngestError(f"{path}: JSON nested too deeply; fix the run metadata") from None
     else:
         try:
             import yaml
@@ -269,6 +272,8 @@ def _read_mapping(path: Path) -> dict:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise IngestError(f"{path}: not valid YAML ({exc}); fix the run metadata") from None
+        except RecursionError:
+            raise IngestError(f"{path}: YAML nested too deeply; fix the run metadata") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -327,6 +332,11 @@ def params_from_config(config: dict) -> float | None:
     approximation of Kaplan et al. (2020), eq. 2.1 (attention ``4 d^2`` plus MLP ``8 d^2`` per
     layer); embeddings (``vocab_size * d_model``) are excluded.
 
+    Raises
+    ------
+    IngestError
+        The count overflows (e.g. ``d_model`` 1e200): not a model, a typo.
+
     Examples
     --------
     >>> params_from_config({"n_layer": 12, "d_model": 768, "vocab_size": 50257})
@@ -340,7 +350,17 @@ def params_from_config(config: dict) -> float | None:
         return None
     if layers <= 0 or width <= 0:
         return None
-    return 12.0 * layers * width**2
+    try:
+        params = 12.0 * layers * width**2
+    except OverflowError:
+        params = math.inf
+    if not math.isfinite(params):
+        raise IngestError(
+            f"the model config's layers ({layers:g}) and width ({width:g}) give no finite "
+            "parameter count (12 n_layer d_model^2); fix them, or give `params` in run.json "
+            "or with --params"
+        )
+    return params
 
 
 # --------------------------------------------------------------------------- files

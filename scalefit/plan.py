@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AllocationUnavailableError
+from .errors import AllocationUnavailableError, PlanError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
     MUENNIGHOFF_R_N_STAR,
@@ -148,7 +148,7 @@ def _check_positive(name: str, value: float | None, *, allow_zero: bool = False)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}")
+        raise PlanError(f"`{name}` must be a finite number {bound}, got {value!r}")
 
 
 def _constrained_law(law: Any) -> DataConstrainedLaw:
@@ -299,7 +299,7 @@ def plan_budget(
     _check_positive("inference_tokens", inference_tokens, allow_zero=True)
     _check_positive("target_loss", target_loss)
     if not (isinstance(confidence_level, int | float) and 0 < confidence_level < 1):
-        raise ValueError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}")
+        raise PlanError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}")
     if sample_laws is None and hasattr(law, "sample_laws") and hasattr(law, "law"):
         sample_laws = law.sample_laws() if law.n_bootstrap else []
     value = law.law if hasattr(law, "sample_laws") and hasattr(law, "law") else law

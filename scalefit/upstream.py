@@ -80,7 +80,7 @@ KINDS = ("runs", "models")
 FORMATS = ("csv", "jsonl", "parquet")
 """Allowed ``format`` values of an upstream entry."""
 
-FetchStatus = Literal["ok", "hash_mismatch", "cached", "offline", "unavailable"]
+FetchStatus = Literal["ok", "hash_mismatch", "cached", "offline", "unavailable", "failed"]
 """What :func:`fetch_upstream` did.
 
 - ``ok``: downloaded and verified; the copy in use is what the server sent.
@@ -88,8 +88,10 @@ FetchStatus = Literal["ok", "hash_mismatch", "cached", "offline", "unavailable"]
   were set aside under ``rejected/`` and the last good copy, if any, stays in use.
 - ``cached``: the download failed (network, HTTP error); the cached copy is used (a warning).
 - ``offline``: no download was tried; the cached copy is used (a warning).
-- ``unavailable``: no download (offline or failed) and no usable cached copy (a warning: a
-  fresh machine without network can still refresh everything else).
+- ``unavailable``: offline (no download tried) and no usable cached copy (a warning: a
+  fresh machine told to stay offline can still refresh everything else).
+- ``failed``: the download failed and no usable copy is cached (an error: nothing of this
+  source can be loaded, so ``scalefit refresh`` exits with status 1).
 """
 
 _TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -385,8 +387,9 @@ class FetchInfo:
 
     @property
     def level(self) -> Literal["ok", "warning", "error"]:
-        """``error`` for a hash mismatch, ``warning`` when no fresh copy was had, else ``ok``."""
-        if self.status == "hash_mismatch":
+        """``error`` for a hash mismatch or a failed download with nothing cached,
+        ``warning`` when no fresh copy was had otherwise, else ``ok``."""
+        if self.status in ("hash_mismatch", "failed"):
             return "error"
         return "ok" if self.status == "ok" else "warning"
 
@@ -404,7 +407,7 @@ class FetchInfo:
                 expected=self.pinned_sha256,
                 actual=self.downloaded_sha256,
             )
-        if self.status == "unavailable":
+        if self.status in ("unavailable", "failed"):
             raise UpstreamUnavailableError(self.message)
 
 
@@ -586,8 +589,11 @@ def fetch_upstream(
             f"{upstream.name}: {why}, and no cached copy in {folder}: "
             f"{hint}{pinned if upstream.pinned else ''}"
         )
-        log.warning(message)
-        return info("unavailable", message)
+        if status == "offline":
+            log.warning(message)
+            return info("unavailable", message)
+        log.error(message)
+        return info("failed", message)
 
     if offline:
         return fallback("offline", "offline (not downloading)")

@@ -203,7 +203,9 @@ def validate_frame(
         cases = cases.with_columns(
             pl.col("check").replace({"multiple_fields_uniqueness": key_words}),
             # NaN fails both not-null and finite: say it once, as "not a finite number".
-        ).filter(~((pl.col("check") == "not_nullable") & (pl.col("failure_case") == "NaN")))
+            # (A null `failure_case` compares as null, and a filter drops null: use eq_missing,
+            # or every missing value in a non-nullable column would pass.)
+        ).filter(~((pl.col("check") == "not_nullable") & pl.col("failure_case").eq_missing("NaN")))
         frame_level = cases.filter(pl.col("index").is_null())
         if frame_level.height:
             # Dtype or column-level faults that no single row explains.
@@ -232,7 +234,9 @@ def validate_frame(
                 "index",
                 "column",
                 "value",
-                pl.when(pl.col("is_column"))
+                pl.when(pl.col("is_column") & pl.col("value").is_null())
+                .then(pl.format("`{}` {}", "column", "check"))  # e.g. "`step` is missing"
+                .when(pl.col("is_column"))
                 .then(pl.format("`{}` = {}: {}", "column", "value", "check"))
                 .otherwise(pl.col("check"))
                 .alias("reason"),

@@ -62,7 +62,10 @@ class ObservationSchema(pa.DataFrameModel):
     metric: str = pa.Field(
         str_length={"min_value": 1}, description="e.g. `train_loss`, `eval_loss`."
     )
-    value: float = pa.Field(ge=0, description="Measured value (loss in nats).")
+    value: float = pa.Field(
+        gt=0,
+        description="Measured value (loss in nats; > 0, since laws are fitted to its log).",
+    )
     ingest_id: str = pa.Field(nullable=True, description="Ingest that wrote the row.")
 
     class Config:

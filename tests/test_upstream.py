@@ -247,7 +247,7 @@ def test_server_down_uses_cache_with_warning(
     assert good.path is not None
     good.path.write_text("damaged")
     broken = fetch_upstream(up, tmp_path, offline=False, timeout=5)
-    assert (broken.status, broken.path) == ("unavailable", None)
+    assert (broken.status, broken.level, broken.path) == ("failed", "error", None)
 
 
 def test_offline_and_no_cache_is_a_clear_status(server: Server, tmp_path: Path) -> None:
@@ -459,13 +459,13 @@ name = "Model"
     cache = tmp_path / "cache"
 
     # Still pinned to the real file's sha256: the stand-in is a mismatch, an error that does
-    # not stop the other upstreams; a 404 with nothing cached is a warning.
+    # not stop the other upstreams; a 404 with nothing cached is an error too (refresh exits 1).
     results = {r.upstream: r for r in refresh_upstreams(db_path, datasets, cache, offline=False)}
     assert list(results) == ["epoch_chinchilla", "model_db", "missing"]
     assert results["epoch_chinchilla"].status == "error"
     assert results["epoch_chinchilla"].fetch.status == "hash_mismatch"
     assert (results["model_db"].status, results["model_db"].load.rows_ok) == ("ok", 5)
-    assert results["missing"].status == "warning"
+    assert (results["missing"].status, results["missing"].fetch.status) == ("error", "failed")
     assert "HTTP 404" in results["missing"].message
     with store.connect(db_path) as con:
         assert store.table_counts(con)["runs"] == 0

@@ -39,7 +39,7 @@ def test_each_bad_row_gets_its_reasons_and_raw_content() -> None:
     result = validate_frame(frame, ObservationSchema, row_numbers=pl.Series([10, 11, 12, 13, 14]))
     assert result.valid.height == 1
     reasons = dict(zip(result.rejected["row_number"], result.rejected["reason"], strict=True))
-    assert reasons[11] == "`value` = -1.0: must be >= 0"
+    assert reasons[11] == "`value` = -1.0: must be > 0"
     assert reasons[12] == "`value` = NaN: must be a finite number (not NaN or infinity)"
     assert reasons[13] == "`value` = abc is not a number"
     assert reasons[14] == "`step` = 4.5 is not a whole number"

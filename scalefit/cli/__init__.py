@@ -18,6 +18,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"scalefit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Curate published LLM training runs, ingest your own logs, refit scaling laws, and see
+    where every model sits against compute-optimal training."""
+
+
 # Command modules register themselves on `app` when imported.
 from . import core  # noqa: E402,F401
 from . import fit as fit  # noqa: E402

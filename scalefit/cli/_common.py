@@ -1,13 +1,17 @@
 """What every command shares: options, output and error handling.
 
-A ``ScalefitError`` is the user's to fix, so it becomes one line on stderr and exit status 1,
-never a traceback; anything else is a bug and keeps its traceback.
+No traceback reaches a user. A ``ScalefitError`` is the user's to fix: one line on stderr and
+exit status 1. Anything else is a bug in scalefit: one line saying so, exit status 1, and the
+traceback only when ``SCALEFIT_DEBUG=1``. A command asked for JSON (``--json``, ``-f json``)
+also prints the error as one JSON object, ``{"error": "..."}``, on stdout, so that its output
+is valid JSON whatever happened.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -96,16 +100,51 @@ def print_warning(message: str) -> None:
     err_console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
 
 
+def _wants_json(kwargs: dict[str, Any]) -> bool:
+    """Whether the command was asked for JSON output (``--json`` or ``--format json``)."""
+    fmt = kwargs.get("format")
+    return kwargs.get("as_json") is True or getattr(fmt, "value", fmt) == "json"
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one line of strict JSON: a float that is not finite (NaN, infinity) becomes
+    ``null``, since JSON has no such numbers; other non-JSON values become text."""
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), default=str, allow_nan=False)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn a :class:`ScalefitError` into one clear line on stderr and exit status 1."""
+    """Turn any exception into one clear line on stderr and exit status 1 (see the module
+    docstring); a command asked for JSON also prints ``{"error": "..."}`` on stdout."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
         except ScalefitError as exc:
-            print_error(str(exc))
-            raise typer.Exit(1) from None
+            message = str(exc)
+        except Exception as exc:  # a bug: still no traceback unless asked for
+            if os.environ.get("SCALEFIT_DEBUG") == "1":
+                raise
+            message = (
+                f"internal error ({type(exc).__name__}: {exc}); this is a bug in scalefit, "
+                "please report it (SCALEFIT_DEBUG=1 shows the traceback)"
+            )
+        print_error(message)
+        if _wants_json(kwargs):
+            sys.stdout.write(json_line({"error": message}) + "\n")
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 

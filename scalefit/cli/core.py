@@ -274,11 +274,17 @@ def models(
     import polars as pl
 
     from .. import curated
+    from ..errors import ConfigError
 
     data = curated.read_curated()
     frame = data.models
     if family:
+        known = sorted(frame["family"].unique().to_list())
         frame = frame.filter(pl.col("family").str.to_lowercase() == family.lower())
+        if frame.height == 0:
+            raise ConfigError(
+                f"no family {family!r} in the curated models; families: {', '.join(known)}"
+            )
     frame = frame.select(
         "family",
         "model",

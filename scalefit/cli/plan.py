@@ -17,6 +17,7 @@ from ._common import (
     console,
     handle_errors,
     human_count,
+    json_line,
     read_settings,
     setting_help,
 )
@@ -161,7 +162,7 @@ def plan_command(
     if as_json:
         out = result.to_json()
         out["law"]["caveat"] = caveat
-        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.write(json_line(out) + "\n")
         return
     table = Table(title=f"{flops:.3g} FLOPs under {law} ({result.law_form})")
     table.add_column("", justify="left", no_wrap=True)
