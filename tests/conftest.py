@@ -18,6 +18,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # turns them on explicitly against its own loopback server.
 os.environ["SCALEFIT_OFFLINE"] = "1"
 
+import logging
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -53,6 +54,19 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(request, *args, **kwargs)
 
     monkeypatch.setattr(urllib.request, "urlopen", guarded)
+
+
+@pytest.fixture(autouse=True)
+def root_log_handlers() -> Iterator[None]:
+    """Each test leaves the root logger's handlers as it found them.
+
+    A flow run in-process (a CliRunner `refresh`) lets Prefect install its console handler
+    on the root logger, bound to the stream that test's runner captured and then closed; a
+    later test's warning would then print a "Logging error" traceback from that handler.
+    """
+    before = logging.root.handlers[:]
+    yield
+    logging.root.handlers[:] = before
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_fit_text_output_reports_failed_resamples(flat_points):
         (["fit", "--resample", "run", "--bootstrap", "5"], "`resample` must be one of"),
         (["fit", "--huber-delta", "-1"], "`delta` must be a positive"),
         (["fit", "--bootstrap", "-3"], "`n_bootstrap` must be an integer >= 0"),
-        (["fit", "--seed", "-1"], "`seed` must be an int >= 0"),
+        (["fit", "--seed", "-1"], "[fit] seed = -1 is not valid"),
         (["fit", "--law", "gpt"], "unknown --law"),
         (["plan", "--flops", "-5"], "`flops` must be a finite number > 0"),
         (["plan", "--flops", "nan"], "`flops` must be a finite number > 0"),
