@@ -24,7 +24,7 @@ which is scale-free.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,12 +95,13 @@ def _budget(budget: int | None) -> int:
     return int(b)
 
 
-def _blocks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive blocks of ``size`` (a generator: a list of a million
+    one-point blocks would itself outgrow a small budget)."""
+    return ((a, min(a + size, n)) for a in range(0, n, size))
 
 
-def _row_chunks(s: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, s)) for a in range(0, s, size)]
+_row_chunks = _blocks
 
 
 def _weights_block(w: Array, rows: Array | None, r0: int, r1: int, a: int, b: int) -> Array:
