@@ -895,7 +895,7 @@ def _solve_grid(
     # Phase 1 certifies at a looser 1e-10 (the basin is found); the best end point is then
     # polished to _RTOL below.
     first = _optim.minimize_chunked(
-        obj, starts, w, form.lower, form.upper, max_iter=max_iter, rtol=1e-10, chunk=256
+        obj, starts, w, form.lower, form.upper, max_iter=max_iter, rtol=1e-10
     )
     theta, f, conv = first.theta.copy(), first.objective.copy(), first.converged.copy()
     count = np.ones(f.size)
@@ -923,7 +923,7 @@ def _solve_grid(
                 break
             f_before = f[cont]
             more = _optim.minimize_chunked(
-                obj, theta[cont], w, form.lower, form.upper, max_iter=10, rtol=_RTOL, chunk=128
+                obj, theta[cont], w, form.lower, form.upper, max_iter=10, rtol=_RTOL
             )
             theta[cont], f[cont], conv[cont] = more.theta, more.objective, more.converged
             going = ~more.converged & (more.n_iter >= 10)
