@@ -145,19 +145,29 @@ def report(
     out: Annotated[Path | None, _reports_option("--out")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write the Parquet reports and plots from the store, without refitting or reloading."""
-    from .. import store
+    """Write the Parquet reports and plots from the store, without refitting or reloading.
+
+    The comparisons are recomputed first (cheap), so they hold every law saved since the last
+    refresh (e.g. by `scalefit fit --save`) and agree with the frontier.
+    """
+    from .. import compare, store
     from ..report import write_reports
 
     settings = read_settings(config, db=("--db", db), reports=("--out", out))
     db, out = settings.db, settings.reports
-    with store.connect(db, create=False):
-        pass  # brings an older store's tables up to date
+    with store.connect(db, create=False) as con:  # brings an older store's tables up to date
+        compare.refresh_comparisons(con)  # the store's `comparisons` view agrees too
     with store.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
         console.print(f"{out / name}  ({size} {unit})", highlight=False, markup=False)
+    for law_id, reason in info.not_compared.items():
+        console.print(
+            f"not in comparisons: {law_id}: {reason.split('. ')[0]} (laws.parquet)",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
