@@ -191,9 +191,27 @@ def test_fits_report_has_typed_estimates_and_intervals(reported: dict) -> None:
     ] == pytest.approx(TRUE["alpha"], rel=0.1)
 
 
-def test_every_report_column_has_a_description_and_a_unit(reported: dict) -> None:
+def assert_self_described(path: Path) -> None:
+    """Every column of the report at ``path`` has its schema's description and unit, in
+    ``scalefit.columns`` and in its Arrow field's metadata ("" and "1" only where the schema
+    declares them so)."""
     from scalefit.schemas.reports import REPORTS
 
+    schema = pq.read_schema(path)
+    declared = REPORTS[path.stem].columns()
+    columns = json.loads(schema.metadata[b"scalefit.columns"])
+    assert list(columns) == schema.names, path.name
+    for field in schema:
+        meta = field.metadata or {}
+        description = meta.get(b"description", b"").decode()
+        assert description, f"{path.name}: {field.name} has no description"
+        assert b"unit" in meta, f"{path.name}: {field.name} has no unit"
+        unit = meta[b"unit"].decode()
+        assert (description, unit) == declared[field.name], (path.name, field.name)
+        assert columns[field.name] == {"description": description, "unit": unit}
+
+
+def test_every_report_column_has_a_description_and_a_unit(reported: dict) -> None:
     out = reported["out"]
     files = sorted(out.glob("*.parquet"))
     assert {f.stem for f in files} >= {
@@ -205,19 +223,7 @@ def test_every_report_column_has_a_description_and_a_unit(reported: dict) -> Non
         "laws",
     }
     for path in files:
-        schema = pq.read_schema(path)
-        declared = REPORTS[path.stem].columns()
-        columns = json.loads(schema.metadata[b"scalefit.columns"])
-        assert list(columns) == schema.names, path.name
-        for field in schema:
-            meta = field.metadata or {}
-            description = meta.get(b"description", b"").decode()
-            assert description, f"{path.name}: {field.name} has no description"
-            assert b"unit" in meta, f"{path.name}: {field.name} has no unit"
-            unit = meta[b"unit"].decode()
-            # "" and "1" only where the schema declares them so; every unit from the schema
-            assert (description, unit) == declared[field.name], (path.name, field.name)
-            assert columns[field.name] == {"description": description, "unit": unit}
+        assert_self_described(path)
     comparisons = pq.read_schema(out / "comparisons.parquet")
     unit = {f.name: f.metadata[b"unit"].decode() for f in comparisons}
     assert unit["optimal_params"] == "parameters" and unit["optimal_tokens"] == "tokens"
