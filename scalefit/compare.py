@@ -291,7 +291,9 @@ def comparisons_view(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
     (:data:`MODELS_SQL`, :data:`LAWS_SQL`): the same columns as :data:`VIEW_SQL`, without
     reading ``comparison_results``, so a report written from it always agrees with the laws
     it was given (e.g. a law saved by ``scalefit fit --save`` since the last refresh)."""
-    result = compare_models(models, laws)
+    result = compare_models(models, laws).with_columns(
+        pl.col("model_id", "law_id").cast(pl.String)  # typed even when empty
+    )
     caveats = laws.select("law_id", pl.col("caveat").cast(pl.String).alias("law_caveat"))
     return (
         result.join(models.select("model_id", *VIEW_MODEL_COLUMNS), on="model_id", how="left")

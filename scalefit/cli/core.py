@@ -147,16 +147,17 @@ def report(
 ) -> None:
     """Write the Parquet reports and plots from the store, without refitting or reloading.
 
-    The comparisons are recomputed first (cheap), so they hold every law saved since the last
-    refresh (e.g. by `scalefit fit --save`) and agree with the frontier.
+    The comparisons report is recomputed from the store's models and laws (cheap), so it holds
+    every law saved since the last refresh (e.g. by `scalefit fit --save`) and agrees with the
+    frontier; the store itself is only read.
     """
-    from .. import compare, store
+    from .. import store
     from ..report import write_reports
 
     settings = read_settings(config, db=("--db", db), reports=("--out", out))
     db, out = settings.db, settings.reports
-    with store.connect(db, create=False) as con:  # brings an older store's tables up to date
-        compare.refresh_comparisons(con)  # the store's `comparisons` view agrees too
+    with store.connect(db, create=False):
+        pass  # brings an older store's tables up to date
     with store.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
