@@ -73,8 +73,10 @@ law's caveat (``laws.caveat``: print it wherever the row is shown)."""
 def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
     """``(row, law)`` for every ``laws`` row whose law can allocate compute.
 
-    Laws published with exponents only (Kaplan's ``N_opt ~ C^0.73``, Hoffmann's approach
-    exponents) have no allocation to compare against and are skipped.
+    Every law that gives ``N_opt(C)`` and ``D_opt(C)`` is included, with or without a loss
+    (allocation laws and rules of thumb have null loss columns). Laws published with
+    exponents only (Kaplan's ``N_opt ~ C^0.73``, Hoffmann's approach exponents) have no
+    allocation to compare against and are skipped; :func:`not_compared` says why.
     """
     for row in laws.iter_rows(named=True):
         law = law_from_parameters(row["form"], json.loads(row["parameters"]))
@@ -84,6 +86,20 @@ def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
             log.debug("law %s (%s) has no allocation; skipped", row["law_id"], row["form"])
             continue
         yield row, law
+
+
+def not_compared(laws: pl.DataFrame) -> dict[str, str]:
+    """Law id -> why the law has no rows in the comparisons and the frontier (it cannot
+    allocate compute: e.g. it publishes the exponents of its optimum without a
+    coefficient), for every ``laws`` row :func:`allocating_laws` skips."""
+    out: dict[str, str] = {}
+    for row in laws.iter_rows(named=True):
+        law = law_from_parameters(row["form"], json.loads(row["parameters"]))
+        try:
+            law.allocation(1e21)
+        except AllocationUnavailableError as exc:
+            out[row["law_id"]] = str(exc)
+    return out
 
 
 MOE_NOTE = (
@@ -248,18 +264,57 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(frames)
 
 
+VIEW_MODEL_COLUMNS = (
+    "family",
+    "model",
+    "architecture",
+    "params",
+    "active_params",
+    "tokens",
+    "training_flops",
+    "flops_is_estimate",
+)
+"""Columns of ``models`` the ``comparisons`` view puts first (:data:`VIEW_SQL`)."""
+
+MODELS_SQL = (
+    "SELECT model_id, family, model, params, active_params, tokens, non_embedding_params, "
+    "training_flops, flops_is_estimate, architecture FROM models ORDER BY model_id"
+)
+"""The models' columns the comparisons need (inputs and the view's names and counts)."""
+
+LAWS_SQL = "SELECT law_id, form, parameters, caveat FROM laws ORDER BY law_id"
+"""The laws' columns the comparisons and the frontier need."""
+
+
+def comparisons_view(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the ``comparisons`` view computed in memory from ``models`` and ``laws``
+    (:data:`MODELS_SQL`, :data:`LAWS_SQL`): the same columns as :data:`VIEW_SQL`, without
+    reading ``comparison_results``, so a report written from it always agrees with the laws
+    it was given (e.g. a law saved by ``scalefit fit --save`` since the last refresh)."""
+    result = compare_models(models, laws).with_columns(
+        pl.col("model_id", "law_id").cast(pl.String)  # typed even when empty
+    )
+    caveats = laws.select("law_id", pl.col("caveat").cast(pl.String).alias("law_caveat"))
+    return (
+        result.join(models.select("model_id", *VIEW_MODEL_COLUMNS), on="model_id", how="left")
+        .join(caveats, on="law_id", how="left")
+        .select(*VIEW_MODEL_COLUMNS, *result.columns, "law_caveat")
+    )
+
+
 FRONTIER_FLOPS = np.logspace(18, 27, 37)
 """Default compute grid of the frontier report: 1e18 to 1e27 FLOPs, four points a decade."""
 
 
 def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataFrame:
     """Each law's compute-optimal parameters, tokens, tokens per parameter and loss over a
-    grid of compute budgets.
+    grid of compute budgets, with the law's caveat (``caveat`` of ``laws``, when given).
 
     Parameters
     ----------
     laws
-        Rows of the ``laws`` table (``law_id``, ``form``, ``parameters``).
+        Rows of the ``laws`` table (``law_id``, ``form``, ``parameters``; optional
+        ``caveat``).
     flops
         Compute budgets (FLOPs); default :data:`FRONTIER_FLOPS`.
     """
@@ -277,8 +332,9 @@ def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataF
                     "optimal_tokens": np.asarray(opt.tokens, dtype=float),
                     "tokens_per_param": np.asarray(opt.tokens_per_param, dtype=float),
                     "loss": law.loss(opt.params, opt.tokens) if hasattr(law, "loss") else None,
+                    "law_caveat": row.get("caveat"),
                 },
-                schema_overrides={"loss": pl.Float64},
+                schema_overrides={"loss": pl.Float64, "law_caveat": pl.String},
             )
         )
     if not frames:
@@ -291,6 +347,7 @@ def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataF
                 "optimal_tokens": pl.Float64,
                 "tokens_per_param": pl.Float64,
                 "loss": pl.Float64,
+                "law_caveat": pl.String,
             }
         )
     return pl.concat(frames)
@@ -299,12 +356,8 @@ def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataF
 def refresh_comparisons(con: duckdb.DuckDBPyConnection) -> int:
     """Recompute ``comparison_results`` from the store's models and laws, in one transaction,
     and (re)create the ``comparisons`` view. Returns the number of rows."""
-    models = store.query(
-        con,
-        "SELECT model_id, params, active_params, tokens, non_embedding_params, training_flops, "
-        "flops_is_estimate, architecture FROM models",
-    )
-    laws = store.query(con, "SELECT law_id, form, parameters FROM laws ORDER BY law_id")
+    models = store.query(con, MODELS_SQL)
+    laws = store.query(con, LAWS_SQL)
     result = compare_models(models, laws)
     with store.transaction(con):
         _recreate_if_columns_changed(con)

@@ -2,7 +2,9 @@
 
 Each Parquet file carries key-value metadata (``scalefit.version``, ``scalefit.created_at``,
 ``scalefit.input_sha256`` and the table it came from) so a reader can tell which data and
-which version produced it. Files are written to a temporary name in the same folder and
+which version produced it, and describes its own columns: ``scalefit.columns`` (JSON: each
+column's ``description`` and ``unit``) and the same two on every Arrow field, from the schemas
+(``schemas/reports.py`` lists which schemas define each report's columns). Files are written to a temporary name in the same folder and
 renamed into place, so a reader sees the old file or the new one, never a partial one.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import scalefit
@@ -34,10 +37,25 @@ DEFAULT_REPORTS = Path("reports")
 
 REPORT_QUERIES: dict[str, str] = {
     "models": "SELECT * FROM models ORDER BY family, params",
-    "comparisons": "SELECT * FROM comparisons ORDER BY law_id, family, params",
-    "fits": "SELECT * FROM fits ORDER BY created_at",
+    "fits": (
+        "SELECT f.fit_id, l.law_id, l.law_caveat, "
+        "f.* EXCLUDE (fit_id, estimates, ci_low, ci_high) FROM fits AS f "
+        "LEFT JOIN (SELECT fit_id, min(law_id) AS law_id, min(caveat) AS law_caveat FROM laws "
+        "WHERE fit_id IS NOT NULL GROUP BY fit_id) AS l USING (fit_id) ORDER BY f.created_at"
+    ),
 }
-"""Parquet reports that are plain views of the store: file stem -> query."""
+"""Parquet reports that are plain views of the store: file stem -> query. ``fits`` leaves
+its JSON estimates and intervals to ``fit_parameters`` (typed, one row per parameter)."""
+
+FITS_PARAMETERS_SQL = (
+    "SELECT f.fit_id, l.law_id, f.form, f.estimates, f.ci_low, f.ci_high, f.confidence_level "
+    "FROM fits AS f LEFT JOIN (SELECT fit_id, min(law_id) AS law_id FROM laws "
+    "WHERE fit_id IS NOT NULL GROUP BY fit_id) AS l USING (fit_id) ORDER BY f.created_at"
+)
+LAWS_REPORT_SQL = (
+    "SELECT law_id, form, origin, parameters, source_id, fit_id, locator, notes, caveat "
+    "FROM laws ORDER BY law_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +65,8 @@ class ReportInfo:
     directory: Path
     files: dict[str, int] = field(default_factory=dict)
     """File name -> rows (Parquet) or bytes (plots)."""
+    not_compared: dict[str, str] = field(default_factory=dict)
+    """Law id -> why the law is not in ``comparisons`` and ``frontier`` (it cannot allocate)."""
 
 
 @contextmanager
@@ -78,28 +98,54 @@ def frame_sha256(frame: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def column_descriptions(table: str, columns: list[str]) -> dict[str, str]:
-    """The schema's description of each of ``columns`` of report ``table`` (the schemas are
-    the one home of column definitions; the ``comparisons`` view takes its columns from
-    ``comparison_results``, ``models`` and the law's caveat)."""
-    from .schemas import TABLES
+def column_docs(report: str, columns: list[str]) -> dict[str, dict[str, str]]:
+    """Each of ``columns`` of ``report`` (a file stem of :data:`schemas.reports.REPORTS`) as
+    ``{"description": ..., "unit": ...}`` from the schemas, the one home of column
+    definitions and units. Columns no schema defines are left out (and logged)."""
+    from .schemas.reports import REPORTS
 
-    names = ["comparison_results", "models"] if table == "comparisons" else [table]
-    out: dict[str, str] = {}
-    for spec in (TABLES[n] for n in names if n in TABLES):
-        for name, col in spec.schema.to_schema().columns.items():
-            if name in columns and col.description:
-                out.setdefault(name, col.description)
-    if table == "comparisons" and "law_caveat" in columns:
-        caveat = TABLES["laws"].schema.to_schema().columns["caveat"].description
-        out["law_caveat"] = f"`laws.caveat` of the row's law: {caveat}"
+    spec = REPORTS.get(report)
+    known = spec.columns() if spec is not None else {}
+    out: dict[str, dict[str, str]] = {}
+    for name in columns:
+        description, unit = known.get(name, ("", None))
+        if not description or unit is None:
+            log.warning(
+                "report %s: column %s has no description or unit in the schemas", report, name
+            )
+            continue
+        out[name] = {"description": description, "unit": unit}
     return out
 
 
-def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: str) -> None:
-    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata, including
-    ``scalefit.columns``: a JSON object of each column's definition from the schemas."""
+def write_parquet(
+    frame: pl.DataFrame,
+    path: Path,
+    *,
+    table: str,
+    input_sha256: str,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write ``frame`` to ``path`` atomically with scalefit's key-value metadata.
+
+    The file's metadata holds ``scalefit.columns``, a JSON object of each column's
+    ``description`` and ``unit`` from the schemas (:func:`column_docs`), and each Arrow field
+    carries the same two as its own ``description`` and ``unit`` metadata, for generic
+    readers. ``extra`` adds ``scalefit.<key>`` entries (e.g. ``not_compared``).
+    """
     arrow = frame.to_arrow()
+    described = column_docs(table, frame.columns)
+    fields = [
+        f.with_metadata(
+            {
+                b"description": described[f.name]["description"].encode(),
+                b"unit": described[f.name]["unit"].encode(),
+            }
+        )
+        if f.name in described
+        else f
+        for f in arrow.schema
+    ]
     meta = dict(arrow.schema.metadata or {})
     meta.update(
         {
@@ -108,13 +154,14 @@ def write_parquet(frame: pl.DataFrame, path: Path, *, table: str, input_sha256: 
             b"scalefit.table": table.encode(),
             b"scalefit.input_sha256": input_sha256.encode(),
             b"scalefit.rows": str(frame.height).encode(),
+            b"scalefit.columns": json.dumps(described).encode(),
         }
     )
-    described = column_descriptions(table, frame.columns)
-    if described:
-        meta[b"scalefit.columns"] = json.dumps(described).encode()
+    for key, value in (extra or {}).items():
+        meta[f"scalefit.{key}".encode()] = value.encode()
+    schema = pa.schema(fields, metadata=meta)
     with atomic_path(path) as tmp:
-        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+        pq.write_table(pa.Table.from_batches(arrow.to_batches(), schema=schema), tmp)
 
 
 def parquet_metadata(path: Path) -> dict[str, str]:
@@ -134,11 +181,78 @@ def input_hash(con: duckdb.DuckDBPyConnection) -> str:
     return hashlib.sha256(json.dumps([rows[0][0], fits[0][0]]).encode()).hexdigest()
 
 
+def fit_parameters(fits: pl.DataFrame) -> pl.DataFrame:
+    """The fits' estimates and intervals (JSON objects in the ``fits`` table), one typed row
+    per fit and parameter (``FitParameterSchema``)."""
+    from .schemas.reports import FitParameterSchema
+
+    rows = []
+    for fit in fits.iter_rows(named=True):
+        low = json.loads(fit["ci_low"]) if fit["ci_low"] else {}
+        high = json.loads(fit["ci_high"]) if fit["ci_high"] else {}
+        for name, value in json.loads(fit["estimates"]).items():
+            rows.append(
+                {
+                    "fit_id": fit["fit_id"],
+                    "law_id": fit["law_id"],
+                    "form": fit["form"],
+                    "parameter": name,
+                    "estimate": _float(value),
+                    "ci_low": _float(low.get(name)),
+                    "ci_high": _float(high.get(name)),
+                    "confidence_level": fit["confidence_level"],
+                }
+            )
+    schema = {n: c.dtype.type for n, c in FitParameterSchema.to_schema().columns.items()}
+    return FitParameterSchema.validate(pl.DataFrame(rows, schema=schema, orient="row"))
+
+
+def _float(value: object) -> float | None:
+    """A JSON number as a float; None for null or non-finite text such as ``"NaN"``."""
+    if value is None:
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def laws_report(laws: pl.DataFrame, not_compared: dict[str, str]) -> pl.DataFrame:
+    """Every law (``laws`` rows) with its parameters typed (a list of {name, value}), and
+    whether it is in the comparisons or, from ``not_compared``, why not."""
+    from .schemas.reports import LAW_PARAMETER_TYPE
+
+    parameters = [
+        [{"name": k, "value": float(v)} for k, v in json.loads(text).items()]
+        for text in laws["parameters"].to_list()
+    ]
+    reasons = [not_compared.get(law_id) for law_id in laws["law_id"].to_list()]
+    return laws.with_columns(
+        pl.Series("parameters", parameters, dtype=LAW_PARAMETER_TYPE),
+        pl.Series("in_comparisons", [r is None for r in reasons], dtype=pl.Boolean),
+        pl.Series("not_compared_reason", reasons, dtype=pl.String),
+    ).select(
+        "law_id",
+        "form",
+        "origin",
+        "parameters",
+        "in_comparisons",
+        "not_compared_reason",
+        "source_id",
+        "fit_id",
+        "locator",
+        "notes",
+        "caveat",
+    )
+
+
 def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPORTS) -> ReportInfo:
     """Write every Parquet report and plot from the store into ``directory``.
 
-    Parquet: ``models``, ``comparisons``, ``fits`` (views of the store) and ``frontier``
-    (each law's compute-optimal N, D, tokens per parameter and loss over a grid of C).
+    Parquet: ``models`` and ``fits`` (views of the store; the fits' estimates and intervals
+    typed in ``fit_parameters``), ``laws`` (every law, its parameters typed, and why a law is
+    not compared), ``comparisons`` (every model under every law that can allocate, recomputed
+    here from the same laws as the frontier, so the two always agree) and ``frontier`` (each
+    law's compute-optimal N, D, tokens per parameter and loss over a grid of C). Every column
+    carries its description and unit (:func:`write_parquet`).
     Plots: ``tokens_vs_params.png``; for each fitted Chinchilla law ``law_fit_<law_id>.png``
     (the law against its data) and ``bootstrap_<law_id>.png`` (its exponents' bootstrap
     distributions).
@@ -147,17 +261,31 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
     sha = input_hash(con)
     files: dict[str, int] = {}
     frames = {stem: store.query(con, sql) for stem, sql in REPORT_QUERIES.items()}
-    laws = store.query(con, "SELECT law_id, form, parameters FROM laws ORDER BY law_id")
+    laws = store.query(con, compare.LAWS_SQL)
+    models = store.query(con, compare.MODELS_SQL)
+    skipped = compare.not_compared(laws)
+    frames["comparisons"] = compare.comparisons_view(models, laws).sort(
+        "law_id", "family", "params", "model_id"
+    )
     frames["frontier"] = compare.frontier(laws)
+    frames["fit_parameters"] = fit_parameters(store.query(con, FITS_PARAMETERS_SQL))
+    frames["laws"] = laws_report(store.query(con, LAWS_REPORT_SQL), skipped)
+    extra = {"not_compared": json.dumps(skipped)}
     for stem, frame in frames.items():
-        write_parquet(frame, directory / f"{stem}.parquet", table=stem, input_sha256=sha)
+        write_parquet(
+            frame,
+            directory / f"{stem}.parquet",
+            table=stem,
+            input_sha256=sha,
+            extra=extra if stem in ("comparisons", "frontier") else None,
+        )
         files[f"{stem}.parquet"] = frame.height
         log.info("wrote %s (%d rows)", directory / f"{stem}.parquet", frame.height)
     plot = directory / "tokens_vs_params.png"
     plots.plot_tokens_vs_params(frames["models"], frames["frontier"], plot)
     files[plot.name] = plot.stat().st_size
     files.update(_fit_plots(con, directory))
-    return ReportInfo(directory=directory, files=files)
+    return ReportInfo(directory=directory, files=files, not_compared=skipped)
 
 
 FIT_POINTS_SQL = """

@@ -42,6 +42,45 @@ class TableSpec:
         return list(self.schema.to_schema().columns)
 
 
+UNIT_KEY = "unit"
+"""Key of a column's unit in its ``pa.Field(metadata=...)``: ``metadata=unit(FLOPS)``."""
+
+PARAMS = "parameters"
+"""A count of model parameters (plain count, not millions)."""
+TOKENS = "tokens"
+"""A count of tokens (plain count)."""
+FLOPS = "FLOPs"
+"""Floating-point operations (training compute; not per second)."""
+NATS = "nats"
+"""Cross-entropy loss in nats per token (natural logarithm)."""
+DIMENSIONLESS = "1"
+"""A pure number: a ratio, fraction, exponent or probability (UCUM's unit one)."""
+NO_UNIT = ""
+"""Not a quantity: identifiers, text, flags, dates and JSON carry this empty unit."""
+VARIES = "varies by row (see the row's parameter or quantity)"
+"""A value whose unit depends on another column of its row (e.g. a law parameter's estimate:
+``E`` in nats, ``alpha`` dimensionless)."""
+
+
+def unit(name: str) -> dict[str, str]:
+    """``pa.Field`` metadata declaring a column's unit (one of the constants above or another
+    plain name such as ``bytes``, ``rows``, ``points``), e.g.
+    ``pa.Field(gt=0, description="...", metadata=unit(FLOPS))``.
+
+    Units are declared with the column, beside its description, so the Parquet reports'
+    metadata (``scalefit.columns`` and each Arrow field's ``description`` and ``unit``) come
+    from the same one place. ``"1"`` (:data:`DIMENSIONLESS`) and ``""`` (:data:`NO_UNIT`) are
+    declared explicitly: a column without a declared unit is an error in a report."""
+    return {UNIT_KEY: name}
+
+
+def column_unit(column: object) -> str | None:
+    """The unit declared on a pandera column (None when it declares none)."""
+    metadata = getattr(column, "metadata", None) or {}
+    value = metadata.get(UNIT_KEY)
+    return None if value is None else str(value)
+
+
 def is_finite(data: pa.PolarsData) -> pl.LazyFrame:
     """Column check body: fails NaN and infinities (polars orders NaN above every number, so
     ``ge=0`` alone lets NaN through). Use with ``@pa.check(..., name="finite")``."""

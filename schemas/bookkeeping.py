@@ -7,7 +7,7 @@ import datetime as dt
 import pandera.polars as pa
 import polars as pl
 
-from ._base import TableSpec, is_json_object
+from ._base import DIMENSIONLESS, NO_UNIT, TableSpec, is_json_object, unit
 
 INGEST_STATUSES = ["ok", "rejected_rows", "failed", "unchanged"]
 
@@ -16,27 +16,49 @@ class FitSchema(pa.DataFrameModel):
     """One fit of a law to a selection of data."""
 
     fit_id: str = pa.Field(
-        unique=True, description="Key, derived from the input hash and settings."
+        metadata=unit(NO_UNIT),
+        unique=True,
+        description="Key, derived from the input hash and settings.",
     )
-    form: str = pa.Field(description="Law form fitted.")
+    form: str = pa.Field(metadata=unit(NO_UNIT), description="Law form fitted.")
     selection: str = pa.Field(
+        metadata=unit(NO_UNIT),
         description="What was fitted, in words (for reading only: never run as SQL; the "
-        "record is `input`)."
+        "record is `input`).",
     )
-    n_points: int = pa.Field(gt=0, description="Data points used.")
-    estimates: str = pa.Field(description="Point estimates, a JSON object.")
-    ci_low: str = pa.Field(nullable=True, description="Lower interval bounds, a JSON object.")
-    ci_high: str = pa.Field(nullable=True, description="Upper interval bounds, a JSON object.")
-    confidence_level: float = pa.Field(nullable=True, gt=0, lt=1, description="Interval level.")
-    objective: float = pa.Field(description="Best objective value (summed Huber loss).")
-    converged: bool = pa.Field(description="Whether the best start converged.")
-    n_bootstrap: int = pa.Field(ge=0, description="Bootstrap resamples (0: no intervals).")
-    settings: str = pa.Field(description="Fit settings, a JSON object.")
-    diagnostics: str = pa.Field(nullable=True, description="Convergence and identifiability, JSON.")
-    created_at: dt.datetime = pa.Field(description="When the fit ran (UTC).")
-    input_sha256: str = pa.Field(description="sha256 of the fitted data.")
-    package_version: str = pa.Field(description="scalefit version that ran the fit.")
+    n_points: int = pa.Field(metadata=unit("points"), gt=0, description="Data points used.")
+    estimates: str = pa.Field(metadata=unit(NO_UNIT), description="Point estimates, a JSON object.")
+    ci_low: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Lower interval bounds, a JSON object."
+    )
+    ci_high: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Upper interval bounds, a JSON object."
+    )
+    confidence_level: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), nullable=True, gt=0, lt=1, description="Interval level."
+    )
+    objective: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), description="Best objective value (summed Huber loss)."
+    )
+    converged: bool = pa.Field(
+        metadata=unit(NO_UNIT), description="Whether the best start converged."
+    )
+    n_bootstrap: int = pa.Field(
+        metadata=unit("resamples"), ge=0, description="Bootstrap resamples (0: no intervals)."
+    )
+    settings: str = pa.Field(metadata=unit(NO_UNIT), description="Fit settings, a JSON object.")
+    diagnostics: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Convergence and identifiability, JSON."
+    )
+    created_at: dt.datetime = pa.Field(
+        metadata=unit("UTC timestamp"), description="When the fit ran (UTC)."
+    )
+    input_sha256: str = pa.Field(metadata=unit(NO_UNIT), description="sha256 of the fitted data.")
+    package_version: str = pa.Field(
+        metadata=unit(NO_UNIT), description="scalefit version that ran the fit."
+    )
     input: str = pa.Field(
+        metadata=unit(NO_UNIT),
         nullable=True,
         description="What was fitted, a JSON object: `source` `store` (with `predicate`, "
         "`project`, `metric`, `n_points`; the points' ids are in `fit_points`) or `file` "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandera.polars as pa
 
-from ._base import TableSpec
+from ._base import DIMENSIONLESS, FLOPS, NATS, NO_UNIT, PARAMS, TOKENS, TableSpec, unit
 
 
 class ComparisonSchema(pa.DataFrameModel):
@@ -22,10 +22,11 @@ class ComparisonSchema(pa.DataFrameModel):
     without published FLOPs). Laws were fitted on dense models: read MoE rows with that in mind.
     """
 
-    model_id: str = pa.Field(description="Model (key into `models`).")
-    law_id: str = pa.Field(description="Law (key into `laws`).")
-    law_form: str = pa.Field(description="Form of the law.")
+    model_id: str = pa.Field(metadata=unit(NO_UNIT), description="Model (key into `models`).")
+    law_id: str = pa.Field(metadata=unit(NO_UNIT), description="Law (key into `laws`).")
+    law_form: str = pa.Field(metadata=unit(NO_UNIT), description="Form of the law.")
     flops: float = pa.Field(
+        metadata=unit(FLOPS),
         gt=0,
         description=(
             "The model's training compute C (FLOPs), at which the law's optimum is taken: the "
@@ -33,23 +34,37 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     flops_source: str = pa.Field(
+        metadata=unit(NO_UNIT),
         isin=["published", "6ND"],
         description=(
             "Where `flops` comes from: `published` (the model's source states its training "
             "FLOPs) or `6ND` (6 * params * tokens, no attention FLOPs)."
         ),
     )
-    flops_6nd: float = pa.Field(gt=0, description="6 * params * tokens (FLOPs).")
-    tokens_per_param: float = pa.Field(gt=0, description="tokens / params (total parameters).")
-    tokens_per_active_param: float = pa.Field(gt=0, description="tokens / active_params.")
+    flops_6nd: float = pa.Field(
+        metadata=unit(FLOPS), gt=0, description="6 * params * tokens (FLOPs)."
+    )
+    tokens_per_param: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), gt=0, description="tokens / params (total parameters)."
+    )
+    tokens_per_active_param: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), gt=0, description="tokens / active_params."
+    )
     optimal_params: float = pa.Field(
-        gt=0, description="N_opt: the law's compute-optimal parameters at `flops`."
+        metadata=unit(PARAMS),
+        gt=0,
+        description="N_opt: the law's compute-optimal parameters at `flops`.",
     )
     optimal_tokens: float = pa.Field(
-        gt=0, description="D_opt: the law's compute-optimal tokens at `flops`."
+        metadata=unit(TOKENS),
+        gt=0,
+        description="D_opt: the law's compute-optimal tokens at `flops`.",
     )
-    optimal_tokens_per_param: float = pa.Field(gt=0, description="optimal_tokens / optimal_params.")
+    optimal_tokens_per_param: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), gt=0, description="optimal_tokens / optimal_params."
+    )
     token_excess: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         gt=0,
         description=(
             "Token excess D / D_opt at the model's compute: 10 means trained on 10x the "
@@ -57,12 +72,14 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     size_ratio: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         gt=0,
         description=(
             "Size ratio N / N_opt at the model's compute: below 1, smaller than compute-optimal."
         ),
     )
     tokens_per_param_ratio: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         gt=0,
         description=(
             "Ratio of ratios (D / N) / (D_opt / N_opt) at the model's compute: "
@@ -71,6 +88,7 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     loss_cost: float = pa.Field(
+        metadata=unit(NATS),
         nullable=True,
         description=(
             "Loss cost of the model's allocation, nats: L(N, D) - L(N_opt, D_opt) under the "
@@ -79,30 +97,44 @@ class ComparisonSchema(pa.DataFrameModel):
             "law has no loss."
         ),
     )
-    flops_active: float = pa.Field(gt=0, description="6 * active_params * tokens (FLOPs).")
-    optimal_params_active: float = pa.Field(
-        gt=0, description="Optimal parameters at `flops_active`."
+    flops_active: float = pa.Field(
+        metadata=unit(FLOPS), gt=0, description="6 * active_params * tokens (FLOPs)."
     )
-    optimal_tokens_active: float = pa.Field(gt=0, description="Optimal tokens at `flops_active`.")
+    optimal_params_active: float = pa.Field(
+        metadata=unit(PARAMS), gt=0, description="Optimal parameters at `flops_active`."
+    )
+    optimal_tokens_active: float = pa.Field(
+        metadata=unit(TOKENS), gt=0, description="Optimal tokens at `flops_active`."
+    )
     token_excess_active: float = pa.Field(
-        gt=0, description="tokens / optimal_tokens_active (token excess at `flops_active`)."
+        metadata=unit(DIMENSIONLESS),
+        gt=0,
+        description="tokens / optimal_tokens_active (token excess at `flops_active`).",
     )
     size_ratio_active: float = pa.Field(
-        gt=0, description="active_params / optimal_params_active (size ratio at `flops_active`)."
+        metadata=unit(DIMENSIONLESS),
+        gt=0,
+        description="active_params / optimal_params_active (size ratio at `flops_active`).",
     )
     tokens_per_param_ratio_active: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         gt=0,
         description="tokens_per_active_param / optimal tokens per param at `flops_active`.",
     )
     predicted_loss: float = pa.Field(
-        nullable=True, gt=0, description="The law's loss L(N, D) at (params, tokens), nats."
+        metadata=unit(NATS),
+        nullable=True,
+        gt=0,
+        description="The law's loss L(N, D) at (params, tokens), nats.",
     )
     optimal_loss: float = pa.Field(
+        metadata=unit(NATS),
         nullable=True,
         gt=0,
         description="The law's loss L(N_opt, D_opt) at its optimum for `flops`, nats.",
     )
     param_convention: str = pa.Field(
+        metadata=unit(NO_UNIT),
         isin=["total"],
         description=(
             "Parameter count behind `params` and every ratio: `total` (all parameters, as "
@@ -110,6 +142,7 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     break_even_inference_tokens: float = pa.Field(
+        metadata=unit(TOKENS),
         nullable=True,
         ge=0,
         description=(
@@ -120,16 +153,19 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     break_even_inference_tokens_active: float = pa.Field(
+        metadata=unit(TOKENS),
         nullable=True,
         ge=0,
         description="`break_even_inference_tokens` with the active parameters (MoE).",
     )
     tokens_per_non_embedding_param: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         nullable=True,
         gt=0,
         description="tokens / non_embedding_params, where the source publishes the count.",
     )
     tokens_per_param_ratio_non_embedding: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         nullable=True,
         gt=0,
         description=(
@@ -138,6 +174,7 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     published_flops_over_6nd: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         nullable=True,
         gt=0,
         description=(
@@ -146,6 +183,7 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     token_excess_6nd: float = pa.Field(
+        metadata=unit(DIMENSIONLESS),
         gt=0,
         description=(
             "token_excess with the optimum taken at `flops_6nd` (equals `token_excess` where "
@@ -153,6 +191,7 @@ class ComparisonSchema(pa.DataFrameModel):
         ),
     )
     unique_tokens: float = pa.Field(
+        metadata=unit(TOKENS),
         nullable=True,
         gt=0,
         description=(
@@ -160,13 +199,17 @@ class ComparisonSchema(pa.DataFrameModel):
             "does yet, so this and the next columns are null)."
         ),
     )
-    epochs: float = pa.Field(nullable=True, gt=0, description="tokens / unique_tokens.")
+    epochs: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), nullable=True, gt=0, description="tokens / unique_tokens."
+    )
     effective_tokens: float = pa.Field(
+        metadata=unit(TOKENS),
         nullable=True,
         gt=0,
         description="Effective data D' (Muennighoff et al. 2023, Eq. (5)) with R_D* = 15.39.",
     )
     data_constrained_loss: float = pa.Field(
+        metadata=unit(NATS),
         nullable=True,
         gt=0,
         description=(
@@ -174,7 +217,9 @@ class ComparisonSchema(pa.DataFrameModel):
             "chinchilla-form laws only."
         ),
     )
-    notes: str = pa.Field(nullable=True, description="Caveats of the row (e.g. MoE).")
+    notes: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Caveats of the row (e.g. MoE)."
+    )
 
     class Config:
         strict = True

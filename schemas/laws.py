@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-from ._base import TableSpec, is_finite, is_json_object
+from ._base import NO_UNIT, TableSpec, is_finite, is_json_object, unit
 
 LAW_FORMS = [
     "chinchilla",
@@ -76,21 +76,38 @@ class LawSchema(pa.DataFrameModel):
     """A scaling law, published or fitted. Published and fitted laws share this table so that
     comparison code cannot tell them apart."""
 
-    law_id: str = pa.Field(unique=True, description="Key, e.g. `hoffmann2022_approach3`.")
-    form: str = pa.Field(isin=LAW_FORMS, description="Functional form (see `scalefit.laws`).")
+    law_id: str = pa.Field(
+        metadata=unit(NO_UNIT), unique=True, description="Key, e.g. `hoffmann2022_approach3`."
+    )
+    form: str = pa.Field(
+        metadata=unit(NO_UNIT), isin=LAW_FORMS, description="Functional form (see `scalefit.laws`)."
+    )
     origin: str = pa.Field(
-        isin=LAW_ORIGINS, description="`published`, `fitted` or `rule` (of thumb)."
+        metadata=unit(NO_UNIT),
+        isin=LAW_ORIGINS,
+        description="`published`, `fitted` or `rule` (of thumb).",
     )
-    parameters: str = pa.Field(description="Parameter values, a JSON object.")
-    source_id: str = pa.Field(nullable=True, description="Source of a published law.")
+    parameters: str = pa.Field(
+        metadata=unit(NO_UNIT), description="Parameter values, a JSON object."
+    )
+    source_id: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Source of a published law."
+    )
     fit_id: str = pa.Field(
-        nullable=True, description="Fit that produced a fitted law (key into `fits`)."
+        metadata=unit(NO_UNIT),
+        nullable=True,
+        description="Fit that produced a fitted law (key into `fits`).",
     )
-    locator: str = pa.Field(nullable=True, description="Where in the source the law is stated.")
+    locator: str = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Where in the source the law is stated."
+    )
     notes: str = pa.Field(
-        nullable=True, description="Units and conventions (e.g. non-embedding counts)."
+        metadata=unit(NO_UNIT),
+        nullable=True,
+        description="Units and conventions (e.g. non-embedding counts).",
     )
     caveat: str = pa.Field(
+        metadata=unit(NO_UNIT),
         nullable=True,
         description=(
             "Why this law should not be read at face value (e.g. published constants that are "

@@ -7,7 +7,7 @@ import datetime as dt
 import pandera.polars as pa
 import polars as pl
 
-from ._base import TableSpec, is_finite
+from ._base import DIMENSIONLESS, FLOPS, NO_UNIT, PARAMS, TOKENS, TableSpec, is_finite, unit
 
 ARCHITECTURES = ["dense", "moe"]
 FAMILIES = [
@@ -35,40 +35,76 @@ class ModelSchema(pa.DataFrameModel):
     """
 
     model_id: str = pa.Field(
-        unique=True, str_matches=r"^[a-z0-9][a-z0-9.\-]*$", description="Key, a lowercase slug."
+        metadata=unit(NO_UNIT),
+        unique=True,
+        str_matches=r"^[a-z0-9][a-z0-9.\-]*$",
+        description="Key, a lowercase slug.",
     )
     family: str = pa.Field(
-        str_length={"min_value": 1}, description="Model family, e.g. `GPT-3`, `Llama 3.1`."
+        metadata=unit(NO_UNIT),
+        str_length={"min_value": 1},
+        description="Model family, e.g. `GPT-3`, `Llama 3.1`.",
     )
-    model: str = pa.Field(description="Name as the source writes it.")
-    params: float = pa.Field(gt=0, description="Total parameters (count).")
+    model: str = pa.Field(metadata=unit(NO_UNIT), description="Name as the source writes it.")
+    params: float = pa.Field(metadata=unit(PARAMS), gt=0, description="Total parameters (count).")
     active_params: float = pa.Field(
-        gt=0, description="Parameters active per token (MoE); equal to `params` for dense models."
+        metadata=unit(PARAMS),
+        gt=0,
+        description="Parameters active per token (MoE); equal to `params` for dense models.",
     )
     non_embedding_params: float = pa.Field(
+        metadata=unit(PARAMS),
         nullable=True,
         gt=0,
         description="Non-embedding parameters, where the source publishes them.",
     )
-    tokens: float = pa.Field(gt=0, description="Training tokens (count).")
-    training_flops: float = pa.Field(gt=0, description="Training compute (FLOPs).")
-    flops_is_estimate: bool = pa.Field(
-        description="True when `training_flops` is 6 * params * tokens, not a published figure."
+    tokens: float = pa.Field(metadata=unit(TOKENS), gt=0, description="Training tokens (count).")
+    training_flops: float = pa.Field(
+        metadata=unit(FLOPS), gt=0, description="Training compute (FLOPs)."
     )
-    architecture: str = pa.Field(isin=ARCHITECTURES, description="`dense` or `moe`.")
-    release_date: dt.date = pa.Field(nullable=True, description="Date of the paper or release.")
-    n_layers: float = pa.Field(nullable=True, gt=0, description="Transformer layers.")
-    d_model: float = pa.Field(nullable=True, gt=0, description="Model (residual stream) width.")
-    n_heads: float = pa.Field(nullable=True, gt=0, description="Attention heads.")
-    d_head: float = pa.Field(nullable=True, gt=0, description="Width of one attention head.")
-    batch_size_tokens: float = pa.Field(nullable=True, gt=0, description="Batch size in tokens.")
-    learning_rate: float = pa.Field(nullable=True, gt=0, description="(Peak) learning rate.")
-    source_id: str = pa.Field(description="Source of the row's figures (key into `sources`).")
+    flops_is_estimate: bool = pa.Field(
+        metadata=unit(NO_UNIT),
+        description="True when `training_flops` is 6 * params * tokens, not a published figure.",
+    )
+    architecture: str = pa.Field(
+        metadata=unit(NO_UNIT), isin=ARCHITECTURES, description="`dense` or `moe`."
+    )
+    release_date: dt.date = pa.Field(
+        metadata=unit(NO_UNIT), nullable=True, description="Date of the paper or release."
+    )
+    n_layers: float = pa.Field(
+        metadata=unit("layers"), nullable=True, gt=0, description="Transformer layers."
+    )
+    d_model: float = pa.Field(
+        metadata=unit("dimensions"),
+        nullable=True,
+        gt=0,
+        description="Model (residual stream) width.",
+    )
+    n_heads: float = pa.Field(
+        metadata=unit("heads"), nullable=True, gt=0, description="Attention heads."
+    )
+    d_head: float = pa.Field(
+        metadata=unit("dimensions"), nullable=True, gt=0, description="Width of one attention head."
+    )
+    batch_size_tokens: float = pa.Field(
+        metadata=unit(TOKENS), nullable=True, gt=0, description="Batch size in tokens."
+    )
+    learning_rate: float = pa.Field(
+        metadata=unit(DIMENSIONLESS), nullable=True, gt=0, description="(Peak) learning rate."
+    )
+    source_id: str = pa.Field(
+        metadata=unit(NO_UNIT), description="Source of the row's figures (key into `sources`)."
+    )
     locator: str = pa.Field(
-        str_length={"min_value": 1}, description="Table, figure or section in the source."
+        metadata=unit(NO_UNIT),
+        str_length={"min_value": 1},
+        description="Table, figure or section in the source.",
     )
     notes: str = pa.Field(
-        nullable=True, description="Rounding, disagreements between sources, conventions."
+        metadata=unit(NO_UNIT),
+        nullable=True,
+        description="Rounding, disagreements between sources, conventions.",
     )
 
     class Config:

@@ -118,9 +118,10 @@ def test_the_comparisons_view_carries_each_laws_caveat(tmp_path) -> None:
     defined = json.loads(parquet_metadata(path)["scalefit.columns"])
     schema = ComparisonSchema.to_schema().columns
     for name in ("token_excess", "size_ratio", "tokens_per_param_ratio", "loss_cost"):
-        assert defined[name] == schema[name].description
-    assert defined["token_excess"].startswith("Token excess D / D_opt")
-    assert "caveat" in defined["law_caveat"] and "tokens" in defined
+        assert defined[name]["description"] == schema[name].description
+    assert defined["token_excess"]["description"].startswith("Token excess D / D_opt")
+    assert defined["token_excess"]["unit"] == "1" and defined["loss_cost"]["unit"] == "nats"
+    assert "caveat" in defined["law_caveat"]["description"] and "tokens" in defined
 
 
 def test_moe_comparison_uses_active_parameters_for_active_columns(

@@ -117,6 +117,12 @@ def test_refresh_loads_and_reproduces_the_studies(
             con, "SELECT count(*) FROM models WHERE params IS NOT NULL AND tokens IS NOT NULL"
         )[0][0]
     assert over.height == 3 * n_models and parquet_metadata(out / "overtraining.parquet")
+    from test_reports import assert_self_described
+
+    reports = sorted(out.glob("*.parquet"))  # the studies' reports and the others
+    assert {"reproductions.parquet", "overtraining.parquet"} <= {p.name for p in reports}
+    for report in reports:
+        assert_self_described(report)
 
     before = _snapshot(tmp_path / "sf.duckdb")
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if "reproduction" in p.name}

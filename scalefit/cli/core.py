@@ -145,7 +145,12 @@ def report(
     out: Annotated[Path | None, _reports_option("--out")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write the Parquet reports and plots from the store, without refitting or reloading."""
+    """Write the Parquet reports and plots from the store, without refitting or reloading.
+
+    The comparisons report is recomputed from the store's models and laws (cheap), so it holds
+    every law saved since the last refresh (e.g. by `scalefit fit --save`) and agrees with the
+    frontier; the store itself is only read.
+    """
     from .. import store
     from ..report import write_reports
 
@@ -158,6 +163,12 @@ def report(
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
         console.print(f"{out / name}  ({size} {unit})", highlight=False, markup=False)
+    for law_id, reason in info.not_compared.items():
+        console.print(
+            f"not in comparisons: {law_id}: {reason.split('. ')[0]} (laws.parquet)",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
