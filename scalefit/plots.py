@@ -491,26 +491,51 @@ def plot_parametric_fit(
             label = (
                 f"D = {_fmt_count(budget)} tokens"
                 if kind == "tokens"
-                else f"D {_fmt_count(lo)}–{_fmt_count(hi)} (curve at {_fmt_count(budget)})"
+                else f"D {_fmt_count(lo)}–{_fmt_count(hi)}"
             )
 
             def tok(x: np.ndarray, budget: float = budget) -> np.ndarray:
                 return np.full_like(x, budget)
 
         ax.scatter(n[m], loss[m], s=22, color=colour, zorder=3, label=label)
-        grid = np.geomspace(n[m].min() / 1.25, n[m].max() * 1.25, 80)
-        ax.plot(grid, law.loss(grid, tok(grid)), color=colour, lw=1.4, zorder=2)
-        if sample_laws:
-            curves = np.array([law_s.loss(grid, tok(grid)) for law_s in sample_laws], dtype=float)
-            ax.fill_between(
-                grid,
-                np.nanquantile(curves, q, axis=0),
-                np.nanquantile(curves, 1 - q, axis=0),
-                color=colour,
-                alpha=0.2,
-                lw=0,
-                zorder=1,
+        if kind == "bins":
+            # scattered (N, D): no curve matches the points, so the law is drawn at each
+            # point's own (N, D), joined to the observation, with its interval
+            ax.vlines(n[m], loss[m], predicted[m], color=colour, lw=0.7, zorder=2)
+            err = None
+            if sample_laws:
+                at = np.array([law_s.loss(n[m], d[m]) for law_s in sample_laws], dtype=float)
+                lo_b, hi_b = np.nanquantile(at, q, axis=0), np.nanquantile(at, 1 - q, axis=0)
+                err = [predicted[m] - lo_b, hi_b - predicted[m]]
+            ax.errorbar(
+                n[m],
+                predicted[m],
+                yerr=err,
+                fmt="o",
+                ms=5,
+                mfc="white",
+                mec=colour,
+                ecolor=colour,
+                elinewidth=0.8,
+                capsize=2,
+                zorder=2.5,
             )
+        else:
+            grid = np.geomspace(n[m].min() / 1.25, n[m].max() * 1.25, 80)
+            ax.plot(grid, law.loss(grid, tok(grid)), color=colour, lw=1.4, zorder=2)
+            if sample_laws:
+                curves = np.array(
+                    [law_s.loss(grid, tok(grid)) for law_s in sample_laws], dtype=float
+                )
+                ax.fill_between(
+                    grid,
+                    np.nanquantile(curves, q, axis=0),
+                    np.nanquantile(curves, 1 - q, axis=0),
+                    color=colour,
+                    alpha=0.2,
+                    lw=0,
+                    zorder=1,
+                )
         res.scatter(n[m], 100 * (loss[m] / predicted[m] - 1), s=16, color=colour, zorder=3)
     res.axhline(0, color="k", lw=0.8)
     lim = max(0.5, 1.15 * float(np.nanmax(np.abs(100 * (loss / predicted - 1)))))
@@ -520,12 +545,19 @@ def plot_parametric_fit(
     ax.set(xscale="log", ylabel="loss (nats)")
     ax.grid(True, which="both", alpha=0.25)
     band = f"; bands: {level:.0%} bootstrap ({len(sample_laws)} resamples)" if sample_laws else ""
-    what = "iso-FLOP slice" if kind == "flops" else "token budget"
-    ax.set_title(f"{_wrap(title)}\nlines: the law at each {what}{band}", fontsize=10)
+    what = {"flops": "iso-FLOP slice", "tokens": "token budget", "bins": "tokens D"}[kind]
+    drawn = (
+        "open circles: the law at each point's own (N, D)"
+        if kind == "bins"
+        else f"lines: the law at each {what}"
+    )
+    band = band.replace("bands", "bars" if kind == "bins" else "bands")
+    mark = f" {CAVEAT_MARK}" if caveat else ""
+    ax.set_title(f"{_wrap(title)}{mark}\n{drawn}{band}", fontsize=10)
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=what)
     fig.tight_layout()
     if caveat:
-        _caveat_footnote(fig, {"this law": caveat}, width=120)
+        _caveat_footnote(fig, {"caveat of this law": caveat}, width=120)
     _save(fig, path)
 
 
@@ -681,10 +713,10 @@ def plot_isoflop_fit(
     )
     right.grid(True, which="both", alpha=0.25)
     right.legend(fontsize=7.5, loc="upper left")
-    fig.suptitle(_wrap(title, 130), fontsize=11)
+    fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
     fig.tight_layout()
     if caveat:
-        _caveat_footnote(fig, {"this law": caveat})
+        _caveat_footnote(fig, {"caveat of this law": caveat})
     _save(fig, path)
 
 
