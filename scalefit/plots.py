@@ -12,6 +12,8 @@ Plots of a fit follow its procedure:
   residual panel;
 - IsoFLOP fits (:func:`plot_isoflop_fit`): each budget's parabola with its optimum and the
   optimum's bootstrap interval, and ``N_opt(C)``, ``D_opt(C)`` with their bands;
+- envelope fits (:func:`plot_envelope_fit`): the training curves and their envelope, and
+  ``N_opt(C)``, ``D_opt(C)`` with their bands;
 - bootstrap distributions (:func:`plot_bootstrap_exponents`) with the point estimate;
 - study reproductions (:func:`plot_observed_vs_predicted`): observed against predicted.
 """
@@ -29,6 +31,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
+import matplotlib.colors
 import matplotlib.lines
 import matplotlib.pyplot as plt
 import numpy as np
@@ -669,40 +672,77 @@ def plot_isoflop_fit(
     )
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7.5, loc="best")
-    c_opt = profiles["flops"].to_numpy()
-    grid = np.geomspace(c_opt.min() / 3, c_opt.max() * 3, 80)
+    _allocation_panel(
+        right,
+        law,
+        profiles["flops"].to_numpy(),
+        profiles["params_opt"].to_numpy(),
+        (profiles["params_low"].to_numpy(), profiles["params_high"].to_numpy()),
+        sample_laws=sample_laws,
+        level=level,
+        what="at each budget",
+    )
+    fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
+    fig.tight_layout()
+    if caveat:
+        _caveat_footnote(fig, {"caveat of this law": caveat})
+    _save(fig, path)
+
+
+def _allocation_panel(
+    ax: plt.Axes,
+    law: Any,
+    flops: np.ndarray,
+    params_opt: np.ndarray,
+    interval: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    sample_laws: Sequence[Any],
+    level: float,
+    what: str,
+) -> None:
+    """``N_opt(C)`` and ``D_opt(C)`` of an allocation fit: its measured optima (with their
+    interval), the fitted law and its bootstrap band."""
+    grid = np.geomspace(flops.min() / 3, flops.max() * 3, 80)
     opt = law.allocation(grid)
     n_colour, d_colour = LAW_COLOURS[0], LAW_COLOURS[1]
-    right.plot(grid, opt.params, color=n_colour, lw=1.6, label=r"$N_{opt}(C)$ fitted")
-    right.plot(grid, opt.tokens, color=d_colour, lw=1.6, label=r"$D_{opt}(C)$ fitted")
+    ax.plot(grid, opt.params, color=n_colour, lw=1.6, label=r"$N_{opt}(C)$ fitted")
+    ax.plot(grid, opt.tokens, color=d_colour, lw=1.6, label=r"$D_{opt}(C)$ fitted")
     if sample_laws:
         band = allocation_band(sample_laws, grid, level)
         for side, colour in (("params", n_colour), ("tokens", d_colour)):
-            right.fill_between(
+            ax.fill_between(
                 grid, band[f"{side}_low"], band[f"{side}_high"], color=colour, alpha=0.2, lw=0
             )
-    p = profiles
-    right.errorbar(
-        c_opt,
-        p["params_opt"],
-        yerr=[p["params_opt"] - p["params_low"], p["params_high"] - p["params_opt"]],
+    d_opt = flops / (6 * params_opt)
+    n_err = d_err = None
+    if interval is not None:
+        lo, hi = interval
+        n_err = [params_opt - lo, hi - params_opt]
+        d_err = [d_opt - flops / (6 * hi), flops / (6 * lo) - d_opt]
+    ms = 6 if interval is not None else 3
+    tail = f" ({level:.0%} interval)" if interval is not None else ""
+    ax.errorbar(
+        flops,
+        params_opt,
+        yerr=n_err,
         fmt="o",
+        ms=ms,
         color=n_colour,
         capsize=3,
-        label=rf"$N_{{opt}}$ at each budget ({level:.0%} interval)",
+        label=rf"$N_{{opt}}$ {what}{tail}",
     )
-    d_opt = c_opt / (6 * p["params_opt"].to_numpy())
-    right.errorbar(
-        c_opt,
+    ax.errorbar(
+        flops,
         d_opt,
-        yerr=[d_opt - c_opt / (6 * p["params_high"]), c_opt / (6 * p["params_low"]) - d_opt],
+        yerr=d_err,
         fmt="s",
+        ms=ms,
         color=d_colour,
         capsize=3,
         label=r"$D_{opt} = C / (6 N_{opt})$",
     )
     est = law.parameters()
-    right.set(
+    ax.set(
         xscale="log",
         yscale="log",
         xlabel="training compute C (FLOPs)",
@@ -711,8 +751,91 @@ def plot_isoflop_fit(
         rf"$D_{{opt}} \propto C^{{{est.get('tokens_exp', float('nan')):.3f}}}$"
         + (f" (bands: {level:.0%} bootstrap)" if sample_laws else ""),
     )
-    right.grid(True, which="both", alpha=0.25)
-    right.legend(fontsize=7.5, loc="upper left")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7.5, loc="upper left")
+
+
+def plot_envelope_fit(
+    curves: pl.DataFrame,
+    law: Any,
+    path: Path,
+    *,
+    title: str,
+    sample_laws: Sequence[Any] = (),
+    level: float = 0.95,
+    caveat: str | None = None,
+    n_grid: int = 60,
+) -> None:
+    """An envelope fit (approach 1): left, every run's loss curve against compute, coloured
+    by model size, and the envelope (the lowest loss reached at each compute); right, the
+    size of the run on the envelope at each compute (``N_opt``, a staircase over the sizes
+    tried) and ``D_opt = C / (6 N_opt)``, with the fitted allocation law and its bootstrap
+    band. ``curves`` has ``run_id``, ``params``, ``loss`` and ``flops`` or ``tokens``."""
+    c = _flops(curves)
+    n = curves["params"].to_numpy().astype(float)
+    loss = curves["loss"].to_numpy().astype(float)
+    runs = curves["run_id"].to_numpy()
+    sizes = np.unique(n)
+    norm = matplotlib.colors.LogNorm(sizes.min(), sizes.max() * (1.0001 if sizes.size == 1 else 1))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(13, 5.8))
+    log_g = np.linspace(np.log(c.min()), np.log(c.max()), n_grid)
+    at = np.full((np.unique(runs).size, n_grid), np.inf)
+    size_of = np.empty(np.unique(runs).size)
+    for i, r in enumerate(np.unique(runs)):
+        m = runs == r
+        order = np.argsort(c[m])
+        lc, lo = np.log(c[m][order]), loss[m][order]
+        ax.plot(np.exp(lc), lo, color=plt.cm.viridis(norm(n[m][0])), lw=1.0, alpha=0.9)
+        inside = (log_g >= lc[0]) & (log_g <= lc[-1])
+        at[i, inside] = np.interp(log_g[inside], lc, lo)
+        size_of[i] = n[m][0]
+    covered = np.isfinite(at).any(axis=0)
+    best = np.argmin(at, axis=0)
+    ax.plot(
+        np.exp(log_g[covered]),
+        at[best[covered], np.flatnonzero(covered)],
+        color="k",
+        lw=2.0,
+        ls="--",
+        label="envelope: lowest loss at each compute",
+    )
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="parameters N")
+    ax.set(
+        xscale="log",
+        xlabel="training compute C (FLOPs)",
+        ylabel="loss (nats)",
+        title="Training curves and their envelope",
+    )
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7.5, loc="upper right")
+    # as the fit does: only compute budgets where runs smaller and larger than the best one
+    # also reach it are kept (elsewhere the minimum is censored by the sizes tried)
+    reach = np.isfinite(at)
+    best_n = size_of[best]
+    smaller = (reach & (size_of[:, None] < best_n[None, :])).any(axis=0)
+    larger = (reach & (size_of[:, None] > best_n[None, :])).any(axis=0)
+    kept = covered & smaller & larger
+    _allocation_panel(
+        right,
+        law,
+        np.exp(log_g[kept]),
+        best_n[kept],
+        None,
+        sample_laws=sample_laws,
+        level=level,
+        what="on the envelope (fitted)",
+    )
+    dropped = covered & ~kept
+    if dropped.any():
+        right.scatter(
+            np.exp(log_g[dropped]),
+            best_n[dropped],
+            s=12,
+            facecolors="none",
+            edgecolors="grey",
+            label=r"$N_{opt}$ censored by the sizes tried (not fitted)",
+        )
+        right.legend(fontsize=7.5, loc="upper left")
     fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
     fig.tight_layout()
     if caveat:

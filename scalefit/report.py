@@ -275,7 +275,8 @@ def _fit_title(row: dict) -> str:
 def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int]:
     """For every fitted law, a plot of the law against its data drawn as its procedure
     calls for (``law_fit_<law_id>.png``: :func:`scalefit.plots.plot_parametric_fit` for
-    loss laws, :func:`scalefit.plots.plot_isoflop_fit` for IsoFLOP fits), and the bootstrap
+    loss laws, :func:`scalefit.plots.plot_isoflop_fit` for IsoFLOP fits,
+    :func:`scalefit.plots.plot_envelope_fit` for envelope fits), and the bootstrap
     distributions of its exponents with the estimate (``bootstrap_<law_id>.png``)."""
     from .laws import law_from_parameters
 
@@ -301,6 +302,8 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
             drawn = False
         elif row["fit_form"] == "isoflop":
             plots.plot_isoflop_fit(points, law, path, **common)
+        elif row["fit_form"] == "envelope":
+            plots.plot_envelope_fit(points, law, path, **common)
         elif hasattr(law, "loss") and row["form"] != "data_constrained":
             plots.plot_parametric_fit(points, law, path, **common)
         else:

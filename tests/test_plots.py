@@ -198,3 +198,39 @@ def test_isoflop_plot_draws_the_fits_own_parabolas(reports) -> None:
         [b["params_opt"] for b in budgets], rel=1e-9
     )
     assert profiles["loss_min"].to_list() == pytest.approx([b["loss_min"] for b in budgets])
+
+
+def test_envelope_and_scattered_fit_plots(tmp_path: Path) -> None:
+    """The procedures the small store does not fit: an envelope fit (loss curves), and a
+    parametric fit to scattered (N, D) drawn at each point's own (N, D), with a caveat."""
+    from scalefit.fit import fit_envelope
+    from scalefit.laws import ChinchillaLaw
+
+    rows = [
+        {"run_id": f"n{n:.1e}", "params": n, "tokens": d, "loss": chinchilla_loss(n, d, **TRUE)}
+        for n in np.geomspace(1e7, 1e9, 9)
+        for d in np.geomspace(1e8, 60 * n, 20)
+    ]
+    curves = pl.DataFrame(rows)
+    env = fit_envelope(curves, n_bootstrap=10)
+    plots.plot_envelope_fit(
+        curves, env.law, tmp_path / "env.png", title="envelope", sample_laws=env.sample_laws()
+    )
+    rng = np.random.default_rng(0)
+    n = 10 ** rng.uniform(7, 9.5, 40)
+    d = n * 10 ** rng.uniform(0.5, 2.5, 40)
+    scattered = pl.DataFrame({"params": n, "tokens": d, "loss": chinchilla_loss(n, d, **TRUE)})
+    assert plots.fit_slices(scattered)[0] == "bins"
+    law = ChinchillaLaw(**TRUE)
+    samples = [ChinchillaLaw(**{**TRUE, "E": TRUE["E"] * (1 + e)}) for e in (-0.01, 0, 0.01)]
+    plots.plot_parametric_fit(
+        scattered,
+        law,
+        tmp_path / "fit.png",
+        title="scattered",
+        sample_laws=samples,
+        caveat="a caveat",
+    )
+    for name in ("env.png", "fit.png"):
+        width, height = png_size(tmp_path / name)
+        assert width > 600 and height > 400 and (tmp_path / name).stat().st_size > 20_000
