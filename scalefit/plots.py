@@ -451,6 +451,20 @@ def _sequential(k: int) -> list[Any]:
     return [plt.cm.viridis(v) for v in np.linspace(0.0, 0.85, max(k, 1))]
 
 
+def _bars(ax: plt.Axes, at: Any, lo: Any, hi: Any, colour: Any, *, vertical: bool = True) -> None:
+    """Interval bars from ``lo`` to ``hi`` at positions ``at``, drawn as segments rather
+    than as errors around an estimate: a percentile interval need not contain the point
+    estimate, and such a case must show, not fail."""
+    at, lo, hi = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (at, lo, hi))
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    draw = ax.vlines if vertical else ax.hlines
+    draw(at[ok], lo[ok], hi[ok], color=colour, lw=0.9, zorder=2.4)
+    cap = "_" if vertical else "|"
+    for end in (lo, hi):
+        xy = (at[ok], end[ok]) if vertical else (end[ok], at[ok])
+        ax.plot(*xy, ls="none", marker=cap, ms=5, color=colour, zorder=2.4)
+
+
 def plot_parametric_fit(
     points: pl.DataFrame,
     law: Any,
@@ -505,24 +519,16 @@ def plot_parametric_fit(
             # scattered (N, D): no curve matches the points, so the law is drawn at each
             # point's own (N, D), joined to the observation, with its interval
             ax.vlines(n[m], loss[m], predicted[m], color=colour, lw=0.7, zorder=2)
-            err = None
             if sample_laws:
                 at = np.array([law_s.loss(n[m], d[m]) for law_s in sample_laws], dtype=float)
-                lo_b, hi_b = np.nanquantile(at, q, axis=0), np.nanquantile(at, 1 - q, axis=0)
-                err = [predicted[m] - lo_b, hi_b - predicted[m]]
-            ax.errorbar(
-                n[m],
-                predicted[m],
-                yerr=err,
-                fmt="o",
-                ms=5,
-                mfc="white",
-                mec=colour,
-                ecolor=colour,
-                elinewidth=0.8,
-                capsize=2,
-                zorder=2.5,
-            )
+                _bars(
+                    ax,
+                    n[m],
+                    np.nanquantile(at, q, axis=0),
+                    np.nanquantile(at, 1 - q, axis=0),
+                    colour,
+                )
+            ax.scatter(n[m], predicted[m], s=26, facecolors="white", edgecolors=colour, zorder=2.5)
         else:
             grid = np.geomspace(n[m].min() / 1.25, n[m].max() * 1.25, 80)
             ax.plot(grid, law.loss(grid, tok(grid)), color=colour, lw=1.4, zorder=2)
@@ -648,19 +654,15 @@ def plot_isoflop_fit(
         ax.scatter(n[m], loss[m], s=22, color=colour, zorder=3, label=f"C = {c:.2g} FLOPs")
         x = np.linspace(np.log(n[m].min() / 1.2), np.log(n[m].max() * 1.2), 100)
         ax.plot(np.exp(x), row["c2"] * x**2 + row["c1"] * x + row["c0"], color=colour, lw=1.3)
-        ax.errorbar(
+        _bars(ax, row["loss_min"], row["params_low"], row["params_high"], colour, vertical=False)
+        ax.plot(
             row["params_opt"],
             row["loss_min"],
-            xerr=[
-                [row["params_opt"] - row["params_low"]],
-                [row["params_high"] - row["params_opt"]],
-            ],
-            fmt="*",
+            "*",
             ms=11,
             color=colour,
             mec="black",
             mew=0.6,
-            capsize=3,
             zorder=4,
         )
     ax.plot([], [], "*", ms=11, color="grey", mec="black", label=f"optimum ({level:.0%} interval)")
@@ -714,33 +716,14 @@ def _allocation_panel(
                 grid, band[f"{side}_low"], band[f"{side}_high"], color=colour, alpha=0.2, lw=0
             )
     d_opt = flops / (6 * params_opt)
-    n_err = d_err = None
     if interval is not None:
         lo, hi = interval
-        n_err = [params_opt - lo, hi - params_opt]
-        d_err = [d_opt - flops / (6 * hi), flops / (6 * lo) - d_opt]
+        _bars(ax, flops, lo, hi, n_colour)
+        _bars(ax, flops, flops / (6 * hi), flops / (6 * lo), d_colour)
     ms = 6 if interval is not None else 3
     tail = f" ({level:.0%} interval)" if interval is not None else ""
-    ax.errorbar(
-        flops,
-        params_opt,
-        yerr=n_err,
-        fmt="o",
-        ms=ms,
-        color=n_colour,
-        capsize=3,
-        label=rf"$N_{{opt}}$ {what}{tail}",
-    )
-    ax.errorbar(
-        flops,
-        d_opt,
-        yerr=d_err,
-        fmt="s",
-        ms=ms,
-        color=d_colour,
-        capsize=3,
-        label=r"$D_{opt} = C / (6 N_{opt})$",
-    )
+    ax.plot(flops, params_opt, "o", ms=ms, color=n_colour, label=rf"$N_{{opt}}$ {what}{tail}")
+    ax.plot(flops, d_opt, "s", ms=ms, color=d_colour, label=r"$D_{opt} = C / (6 N_{opt})$")
     est = law.parameters()
     ax.set(
         xscale="log",
