@@ -647,11 +647,18 @@ def plot_isoflop_fit(
     n = points["params"].to_numpy().astype(float)
     loss = points["loss"].to_numpy().astype(float)
     fig, (ax, right) = plt.subplots(1, 2, figsize=(13, 5.8))
-    colours = _sequential(profiles.height)
+    many = profiles.height > MAX_SLICES  # then a colour bar, not a legend entry per budget
+    budgets = profiles["flops"].to_numpy() if profiles.height else np.array([1.0])
+    norm = matplotlib.colors.LogNorm(budgets.min(), budgets.max() * 1.0001)
+    cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
+        "budgets", _sequential(256) if many else _sequential(max(profiles.height, 2))
+    )
+    colours = [cmap(norm(c)) for c in budgets] if many else _sequential(profiles.height)
     for colour, row in zip(colours, profiles.iter_rows(named=True), strict=True):
         c = row["flops"]
         m = groups == row["group"]
-        ax.scatter(n[m], loss[m], s=22, color=colour, zorder=3, label=f"C = {c:.2g} FLOPs")
+        label = None if many else f"C = {c:.2g} FLOPs"
+        ax.scatter(n[m], loss[m], s=22 if not many else 12, color=colour, zorder=3, label=label)
         x = np.linspace(np.log(n[m].min() / 1.2), np.log(n[m].max() * 1.2), 100)
         ax.plot(np.exp(x), row["c2"] * x**2 + row["c1"] * x + row["c0"], color=colour, lw=1.3)
         _bars(ax, row["loss_min"], row["params_low"], row["params_high"], colour, vertical=False)
@@ -673,7 +680,14 @@ def plot_isoflop_fit(
         title="IsoFLOP profiles: parabola in ln N per budget",
     )
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7.5, loc="best")
+    # limits from the data: an interval that runs off (an ill-determined optimum) is cut
+    # at the edge instead of stretching the axes
+    ax.set_xlim(n.min() / 1.5, n.max() * 1.5)
+    if many:
+        fig.colorbar(
+            plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="compute budget C (FLOPs)"
+        )
+    ax.legend(fontsize=7.5, loc="upper right")
     _allocation_panel(
         right,
         law,
@@ -735,6 +749,10 @@ def _allocation_panel(
         + (f" (bands: {level:.0%} bootstrap)" if sample_laws else ""),
     )
     ax.grid(True, which="both", alpha=0.25)
+    shown = np.concatenate([params_opt, d_opt])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size:
+        ax.set_ylim(shown.min() / 4, shown.max() * 4)
     ax.legend(fontsize=7.5, loc="upper left")
 
 
