@@ -253,9 +253,10 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
     here from the same laws as the frontier, so the two always agree) and ``frontier`` (each
     law's compute-optimal N, D, tokens per parameter and loss over a grid of C). Every column
     carries its description and unit (:func:`write_parquet`).
-    Plots: ``tokens_vs_params.png``; for each fitted Chinchilla law ``law_fit_<law_id>.png``
-    (the law against its data) and ``bootstrap_<law_id>.png`` (its exponents' bootstrap
-    distributions).
+    Plots: ``tokens_vs_params.png`` (every model against every law's compute-optimal line,
+    with the bootstrap bands of fitted laws and the laws' caveats); for each fitted law
+    ``law_fit_<law_id>.png`` (the law against its data, as its procedure calls for) and
+    ``bootstrap_<law_id>.png`` (its exponents' bootstrap distributions and estimates).
     """
     directory = Path(directory)
     sha = input_hash(con)
@@ -282,7 +283,13 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
         files[f"{stem}.parquet"] = frame.height
         log.info("wrote %s (%d rows)", directory / f"{stem}.parquet", frame.height)
     plot = directory / "tokens_vs_params.png"
-    plots.plot_tokens_vs_params(frames["models"], frames["frontier"], plot)
+    plots.plot_tokens_vs_params(
+        frames["models"],
+        frames["frontier"],
+        plot,
+        bands=_frontier_bands(con, frames["frontier"]),
+        caveats=_caveats(con),
+    )
     files[plot.name] = plot.stat().st_size
     files.update(_fit_plots(con, directory))
     return ReportInfo(directory=directory, files=files, not_compared=skipped)
@@ -327,34 +334,126 @@ def _fit_points(
     return None
 
 
+def _caveats(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Law id -> ``laws.caveat``, for the laws that have one (shown in every plot of them)."""
+    rows = store.run(con, "SELECT law_id, caveat FROM laws WHERE caveat IS NOT NULL")
+    return {law_id: caveat for law_id, caveat in rows if caveat.strip()}
+
+
+def _sample_laws(con: duckdb.DuckDBPyConnection, fit_id: str, form: str, law: object) -> list:
+    """One law per bootstrap resample of ``fit_id`` (``fit_samples``) with every parameter
+    of ``law``; resamples missing one are left out."""
+    from .laws import law_from_parameters
+
+    names = [k for k, v in law.parameters().items() if v is not None]  # type: ignore[attr-defined]
+    samples = store.query(
+        con,
+        "SELECT sample, parameter, value FROM fit_samples WHERE fit_id = ? "
+        "AND list_contains(?, parameter) ORDER BY sample",
+        [fit_id, names],
+    )
+    if samples.height == 0:
+        return []
+    wide = samples.pivot(on="parameter", index="sample", values="value").drop_nulls()
+    if not all(n in wide.columns for n in names):
+        return []
+    return [law_from_parameters(form, {n: row[n] for n in names}) for row in wide.to_dicts()]
+
+
+def _frontier_bands(con: duckdb.DuckDBPyConnection, frontier: pl.DataFrame) -> dict:
+    """Law id -> the bootstrap band of its compute-optimal line over the frontier's compute
+    grid, for every fitted law with samples in ``fit_samples``."""
+    from .laws import law_from_parameters
+
+    fitted = store.query(
+        con,
+        "SELECT l.law_id, l.form, l.parameters, l.fit_id, f.confidence_level FROM laws l "
+        "JOIN fits f USING (fit_id) WHERE l.origin = 'fitted'",
+    )
+    bands = {}
+    for row in fitted.iter_rows(named=True):
+        grid = frontier.filter(pl.col("law_id") == row["law_id"])["flops"].to_numpy()
+        if grid.size == 0:
+            continue
+        law = law_from_parameters(row["form"], json.loads(row["parameters"]))
+        samples = _sample_laws(con, row["fit_id"], row["form"], law)
+        if samples:
+            level = row["confidence_level"] or 0.95
+            bands[row["law_id"]] = plots.allocation_band(samples, grid, level)
+    return bands
+
+
+PROCEDURES = {
+    "chinchilla": "Chinchilla L(N, D) (approach 3, Huber in log space)",
+    "isoflop": "IsoFLOP profiles (approach 2)",
+    "envelope": "training-curve envelope (approach 1)",
+}
+"""How a fit's procedure (``fits.form``) is named in plot titles (others: the form)."""
+
+
+def _fit_title(row: dict) -> str:
+    """``law_id``: procedure, fitted to (the fit's data in words): a plot's title."""
+    procedure = PROCEDURES.get(row["fit_form"], f"{row['fit_form']} law")
+    data = row["selection"] or "its recorded input"
+    if "points" not in data:
+        data += f" ({row['n_points']} points)"
+    return f"{row['law_id']}: {procedure}, fitted to {data}"
+
+
 def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int]:
-    """For every fitted Chinchilla law: the law against its data, and the bootstrap
-    distributions of its exponents (when it has bootstrap samples)."""
+    """For every fitted law, a plot of the law against its data drawn as its procedure
+    calls for (``law_fit_<law_id>.png``: :func:`scalefit.plots.plot_parametric_fit` for
+    loss laws, :func:`scalefit.plots.plot_isoflop_fit` for IsoFLOP fits,
+    :func:`scalefit.plots.plot_envelope_fit` for envelope fits), and the bootstrap
+    distributions of its exponents with the estimate (``bootstrap_<law_id>.png``)."""
     from .laws import law_from_parameters
 
     files: dict[str, int] = {}
+    caveats = _caveats(con)
     fitted = store.query(
         con,
-        "SELECT l.law_id, l.parameters, f.fit_id, f.input FROM laws l "
-        "JOIN fits f USING (fit_id) WHERE l.origin = 'fitted' AND l.form = 'chinchilla' "
-        "ORDER BY l.law_id",
+        "SELECT l.law_id, l.form, l.parameters, f.fit_id, f.form AS fit_form, f.input, "
+        "f.selection, f.n_points, f.estimates, f.confidence_level FROM laws l "
+        "JOIN fits f USING (fit_id) WHERE l.origin = 'fitted' ORDER BY l.law_id",
     )
     for row in fitted.iter_rows(named=True):
-        law = law_from_parameters("chinchilla", json.loads(row["parameters"]))
+        law = law_from_parameters(row["form"], json.loads(row["parameters"]))
+        title = _fit_title(row)
+        level = row["confidence_level"] or 0.95
+        samples = _sample_laws(con, row["fit_id"], row["form"], law)
         points = _fit_points(con, row["fit_id"], row["input"])
-        if points is not None and points.height:
-            path = directory / f"law_fit_{row['law_id']}.png"
-            plots.plot_law_fit(points, law, row["law_id"], path)
+        path = directory / f"law_fit_{row['law_id']}.png"
+        common = {"title": title, "sample_laws": samples, "level": level}
+        common["caveat"] = caveats.get(row["law_id"])
+        drawn = True
+        if points is None or points.height == 0:
+            drawn = False
+        elif row["fit_form"] == "isoflop":
+            plots.plot_isoflop_fit(points, law, path, **common)
+        elif row["fit_form"] == "envelope":
+            plots.plot_envelope_fit(points, law, path, **common)
+        elif hasattr(law, "loss") and row["form"] != "data_constrained":
+            plots.plot_parametric_fit(points, law, path, **common)
+        else:
+            drawn = False
+            log.info("fit %s (%s): no data plot for this procedure", row["fit_id"], row["fit_form"])
+        if drawn:
             files[path.name] = path.stat().st_size
-        samples = store.query(
+        exponents = store.query(
             con,
             "SELECT fit_id, sample, parameter, value FROM fit_samples WHERE fit_id = ? "
-            "AND parameter IN ('alpha', 'beta', 'a', 'b')",
+            "AND parameter IN ('alpha', 'beta', 'a', 'b', 'params_exp', 'tokens_exp')",
             [row["fit_id"]],
         )
-        if samples.height:
+        if exponents.height:
             path = directory / f"bootstrap_{row['law_id']}.png"
-            plots.plot_bootstrap_exponents(samples, path)
+            plots.plot_bootstrap_exponents(
+                exponents,
+                path,
+                title=title,
+                estimates=json.loads(row["estimates"]),
+                level=level,
+            )
             files[path.name] = path.stat().st_size
     return files
 
