@@ -4,8 +4,9 @@ Each Parquet file carries key-value metadata (``scalefit.version``, ``scalefit.c
 ``scalefit.input_sha256`` and the table it came from) so a reader can tell which data and
 which version produced it, and describes its own columns: ``scalefit.columns`` (JSON: each
 column's ``description`` and ``unit``) and the same two on every Arrow field, from the schemas
-(``schemas/reports.py`` lists which schemas define each report's columns). Files are written to a temporary name in the same folder and
-renamed into place, so a reader sees the old file or the new one, never a partial one.
+(``schemas/reports.py`` lists which schemas define each report's columns). Files are written
+to a temporary name in the same folder and renamed into place, so a reader sees the old file
+or the new one, never a partial one.
 """
 
 from __future__ import annotations

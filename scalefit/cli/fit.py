@@ -186,8 +186,12 @@ def fit_command(
         from .. import store
 
         store.use_storage_version(settings.storage_version)
+        from ..compare import refresh_comparisons
+
         with store.connect(db_path) as con:
             fitting.save_fit(con, result, input=record, points=data if input is None else None)
+            # The saved law is compared at once, so `scalefit sql` and the reports agree.
+            refresh_comparisons(con)
     if as_json:
         out = result.to_json()
         out["saved"] = bool(do_save)
