@@ -737,8 +737,10 @@ class StudyStatus:
 
     study: str
     status: str
-    """``ok`` (loaded or unchanged), ``warning`` (no copy to be had: offline without a
-    mirror or cache) or ``error`` (a file failed its sha256, or the load failed)."""
+    """``ok`` (loaded or unchanged), ``warning`` (no copy to be had while offline by choice:
+    no mirror or cache) or ``error`` (a download failed with no copy to fall back on, a file
+    failed its sha256, or the load failed): as for upstream files, an error makes the
+    refresh's exit status 1."""
     message: str
     load: StudyLoadInfo | None = None
 
@@ -753,14 +755,18 @@ def load_all(
 ) -> list[StudyStatus]:
     """Load every declared study (:func:`load_study`); one failure does not stop the others."""
     from .errors import ScalefitError
+    from .upstream import offline_default
 
+    offline = offline_default() if offline is None else offline
     out = []
     for study in load_studies(datasets_dir).values():
         try:
             info = load_study(con, study, mirror=mirror, cache_dir=cache_dir, offline=offline)
         except UpstreamUnavailableError as exc:
-            log.warning("%s", exc)
-            out.append(StudyStatus(study.name, "warning", str(exc)))
+            # Offline by choice, a missing copy is expected; online, it is a failed download.
+            status = "warning" if offline else "error"
+            log.log(logging.WARNING if offline else logging.ERROR, "%s", exc)
+            out.append(StudyStatus(study.name, status, str(exc)))
             continue
         except (OSError, ScalefitError, pl.exceptions.PolarsError) as exc:
             log.error("%s", exc)

@@ -4,13 +4,13 @@ verified, and loaded into the store with a record of every snapshot and of what 
 An entry looks like this (every key but ``sha256``, ``pin``, ``format``, ``metric`` and
 ``notes`` is required)::
 
-    [upstreams.epoch_chinchilla]
+    [upstreams.chinchilla_points]
     url = "https://raw.githubusercontent.com/.../data/svg_extracted_data.csv"
     sha256 = "193478df..."      # pinned: other bytes are an error; omit for a living database
     kind = "runs"               # runs -> runs + observations; models -> upstream_models
     format = "csv"              # csv | jsonl | parquet (default: from the URL's suffix)
     source_id = "besiroglu2024" # a [sources.<id>] of the same file
-    [upstreams.epoch_chinchilla.columns]   # target column = column name in the file
+    [upstreams.chinchilla_points.columns]  # target column = column name in the file
     params = "Model Size"
     flops = "Training FLOP"
     loss = "loss"

@@ -63,8 +63,11 @@ class ObservationSchema(pa.DataFrameModel):
         str_length={"min_value": 1}, description="e.g. `train_loss`, `eval_loss`."
     )
     value: float = pa.Field(
-        gt=0,
-        description="Measured value (loss in nats; > 0, since laws are fitted to its log).",
+        description=(
+            "Measured value: a loss in nats (> 0, since laws are fitted to its log), or an "
+            "accuracy in [0, 1] for a metric named `accuracy:<task>` (a study's downstream "
+            "evaluations)."
+        ),
     )
     ingest_id: str = pa.Field(nullable=True, description="Ingest that wrote the row.")
 
@@ -78,6 +81,18 @@ class ObservationSchema(pa.DataFrameModel):
     )
     def _finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return is_finite(data)
+
+    @pa.check(
+        "value",
+        name="value_range",
+        error="must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)",
+    )
+    def _value_range(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        value = pl.col("value")
+        accuracy = pl.col("metric").str.starts_with("accuracy:")
+        return data.lazyframe.select(
+            pl.when(accuracy).then((value >= 0) & (value <= 1)).otherwise(value > 0)
+        )
 
 
 OBSERVATIONS = TableSpec(

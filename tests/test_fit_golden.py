@@ -18,16 +18,18 @@ REF = json.loads((GOLDEN / "besiroglu2024_chinchilla.json").read_text())
 
 
 def _chinchilla_csv() -> Path | None:
-    """The pinned file: from the environment, the shared folder beside the repository, or the
-    upstream cache of a `scalefit refresh` (upstream `epoch_chinchilla`, same sha256)."""
+    """The pinned file: from the environment, the shared folder beside the repository (golden
+    data or the published-runs mirror), or the download cache of the `besiroglu2024` study."""
     from scalefit.upstream import default_cache_dir
 
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    sha = REF["provenance"]["data_sha256"]
     candidates = [
         os.environ.get("SCALEFIT_GOLDEN_CHINCHILLA_CSV"),
-        Path(__file__).resolve().parents[2] / "shared" / "golden" / "svg_extracted_data.csv",
-        *sorted((default_cache_dir() / "epoch_chinchilla").glob("*.csv")),
+        shared / "golden" / "svg_extracted_data.csv",
+        shared / "published-runs" / "besiroglu2024" / "data" / "svg_extracted_data.csv",
+        default_cache_dir() / "studies" / "besiroglu2024" / sha,
     ]
-    sha = REF["provenance"]["data_sha256"]
     for c in candidates:
         if c and Path(c).is_file() and hashlib.sha256(Path(c).read_bytes()).hexdigest() == sha:
             return Path(c)

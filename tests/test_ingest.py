@@ -160,7 +160,7 @@ def test_parquet_typed_columns(tmp_path: Path, db_path: Path) -> None:
     assert reasons == [
         "`loss` = NaN: must be a finite number (not NaN or infinity)",
         "`step` = 2.5 is not a whole number",
-        "`loss` = -0.5: must be > 0",
+        "`loss` = -0.5: must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)",
     ]
 
 
@@ -262,7 +262,7 @@ def test_text_negative_and_nan_values_are_quarantined(tmp_path: Path, db_path: P
     assert (info.status, info.rows_ok, info.rows_rejected) == ("rejected_rows", 1, 5)
     assert _reasons(db_path) == [
         "`loss` = four is not a number",
-        "`loss` = -1.5: must be > 0",
+        "`loss` = -1.5: must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)",
         "`loss` = NaN: must be a finite number (not NaN or infinity)",
         "`step` = x is not a whole number",
         "`tokens` = -6000.0: must be > 0",

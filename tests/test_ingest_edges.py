@@ -141,7 +141,9 @@ def test_a_loss_of_zero_is_rejected_at_ingest_with_a_reason(tmp_path: Path, db_p
     log.write_text("run_id,step,tokens,loss\nr1,1,1000,3.0\nr1,2,2000,0\nr1,3,3000,2.8\n")
     (info,) = ingest_paths(db_path, [log], params=1e8)
     assert (info.rows_ok, info.rows_rejected) == (2, 1)
-    assert _quarantine(db_path) == [(2, "`loss` = 0.0: must be > 0")]
+    assert _quarantine(db_path) == [
+        (2, "`loss` = 0.0: must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)")
+    ]
     assert rows(db_path, "SELECT count(*) FROM observations WHERE value <= 0") == [(0,)]
 
 

@@ -81,11 +81,10 @@ def test_shipped_declarations_pin_every_file(published_runs: Path) -> None:
     bes = studies["besiroglu2024"]
     ((path, sha),) = bes.files
     assert _sha((published_runs / "besiroglu2024" / path).read_bytes()) == sha
-    # The same file and pin as the `epoch_chinchilla` upstream of sources.toml.
-    from scalefit.upstream import load_upstreams
-
-    (chin,) = [u for u in load_upstreams() if u.name == "epoch_chinchilla"]
-    assert chin.sha256 == sha and chin.url == bes.url(path)
+    assert bes.url(path) == (
+        "https://raw.githubusercontent.com/epoch-research/analyzing-chinchilla/"
+        "d8197ca6a73a6ce9095584137681282d804c6a7c/data/svg_extracted_data.csv"
+    )
 
 
 def test_mirror_setting_file_and_environment(tmp_path: Path, monkeypatch) -> None:
@@ -237,6 +236,21 @@ def test_refresh_step_reports_a_missing_copy_as_a_warning(tmp_path: Path, db_pat
         assert [r.status for r in results] == ["warning", "warning"]
         assert store.table_counts(con)["runs"] == 0
     assert "SCALEFIT_UPSTREAM_MIRROR" in results[0].message
+
+
+def test_a_failed_download_with_no_copy_is_an_error(server, tmp_path: Path, db_path) -> None:
+    """Online, a study whose file cannot be downloaded (here HTTP 404 from 127.0.0.1) and has
+    no mirror or cached copy is an error, as for upstream files (the refresh exits 1)."""
+    sha = "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30"
+    datasets = _datasets_with_study(
+        tmp_path, "besiroglu2024", {"data/svg_extracted_data.csv": sha}, f"{server.url}/{{path}}"
+    )
+    with store.connect(db_path) as con:
+        results = load_all(con, datasets, mirror=None, cache_dir=tmp_path / "cache", offline=False)
+        assert store.table_counts(con)["runs"] == 0
+    assert [(r.study, r.status) for r in results] == [("besiroglu2024", "error")]
+    assert "HTTP 404" in results[0].message
+    assert server.requests == ["/data/svg_extracted_data.csv"]
 
 
 def test_download_from_a_loopback_server(

@@ -94,14 +94,22 @@ def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
 # sources.toml
 
 
-def test_shipped_entry_is_valid_and_pinned() -> None:
-    ups = {u.name: u for u in load_upstreams(datasets_dir() / "sources.toml")}
-    chin = ups["epoch_chinchilla"]
-    assert chin.kind == "runs" and chin.pinned and len(chin.sha256 or "") == 64
-    assert chin.column_map == {"params": "Model Size", "flops": "Training FLOP", "loss": "loss"}
-    # The commit-pinned URL on GitHub, never a moving branch; the source it cites exists.
-    assert "/d8197ca6a73a6ce9095584137681282d804c6a7c/" in chin.url
-    assert chin.source_id in set(read_sources(datasets_dir() / "sources.toml")["source_id"])
+def test_no_shipped_upstream_loads_a_study_file_again() -> None:
+    """One loading path per file: a study's file (Besiroglu et al.'s points, once the
+    `epoch_chinchilla` upstream) is never also an upstream, by URL or by hash; and every
+    shipped upstream, should one be added, is pinned to a commit and cites a known source."""
+    from scalefit.studies import load_studies
+
+    ups = load_upstreams(datasets_dir() / "sources.toml")
+    study_files = {
+        (study.url(path), sha) for study in load_studies().values() for path, sha in study.files
+    }
+    urls, shas = {u for u, _ in study_files}, {s for _, s in study_files}
+    assert "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30" in shas
+    sources = set(read_sources(datasets_dir() / "sources.toml")["source_id"])
+    for up in ups:
+        assert up.url not in urls and up.sha256 not in shas, up.name
+        assert up.source_id in sources
 
 
 BASE_TOML = """\
@@ -434,10 +442,22 @@ def test_model_changes_rules() -> None:
 def test_refresh_upstreams(server: Server, tmp_path: Path, db_path: Path) -> None:
     datasets = Path(shutil.copytree(datasets_dir(), tmp_path / "datasets"))
     toml = datasets / "sources.toml"
-    (shipped,) = [u for u in load_upstreams(toml) if u.name == "epoch_chinchilla"]
     url = server.put("svg_extracted_data.csv", RUNS_CSV)
-    text = toml.read_text(encoding="utf-8").replace(shipped.url, url)
-    text += f"""
+    pinned = "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30"  # the real file's
+    text = (
+        toml.read_text(encoding="utf-8")
+        + f"""
+[upstreams.epoch_chinchilla]
+url = "{url}"
+sha256 = "{pinned}"
+kind = "runs"
+format = "csv"
+source_id = "besiroglu2024"
+[upstreams.epoch_chinchilla.columns]
+params = "Model Size"
+flops = "Training FLOP"
+loss = "loss"
+
 [upstreams.model_db]
 url = "{server.url}/models.csv"
 pin = false
@@ -454,6 +474,7 @@ source_id = "besiroglu2024"
 [upstreams.missing.columns]
 name = "Model"
 """
+    )
     toml.write_text(text, encoding="utf-8")
     server.put("models.csv", MODELS_V1)
     cache = tmp_path / "cache"
@@ -475,7 +496,7 @@ name = "Model"
         )
         assert rejected["status"].to_list() == ["rejected"]
 
-    toml.write_text(text.replace(shipped.sha256 or "", _sha(RUNS_CSV)), encoding="utf-8")
+    toml.write_text(text.replace(pinned, _sha(RUNS_CSV)), encoding="utf-8")
     results = {r.upstream: r for r in refresh_upstreams(db_path, datasets, cache, offline=False)}
     assert results["epoch_chinchilla"].status == "ok"
     assert results["epoch_chinchilla"].load.rows_ok == 3

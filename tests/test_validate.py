@@ -39,12 +39,24 @@ def test_each_bad_row_gets_its_reasons_and_raw_content() -> None:
     result = validate_frame(frame, ObservationSchema, row_numbers=pl.Series([10, 11, 12, 13, 14]))
     assert result.valid.height == 1
     reasons = dict(zip(result.rejected["row_number"], result.rejected["reason"], strict=True))
-    assert reasons[11] == "`value` = -1.0: must be > 0"
+    assert (
+        reasons[11] == "`value` = -1.0: must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)"
+    )
     assert reasons[12] == "`value` = NaN: must be a finite number (not NaN or infinity)"
     assert reasons[13] == "`value` = abc is not a number"
     assert reasons[14] == "`step` = 4.5 is not a whole number"
     raw = result.rejected.filter(pl.col("row_number") == 13)["raw"][0]
     assert '"value":"abc"' in raw
+
+
+def test_a_loss_must_be_positive_an_accuracy_within_zero_and_one() -> None:
+    frame = _obs(
+        metric=["loss", "accuracy:arc", "accuracy:arc2", "accuracy:arc3", "accuracy"],
+        value=["0", "0", "1", "1.5", "0"],
+    )
+    result = validate_frame(frame, ObservationSchema)
+    assert result.valid["metric"].to_list() == ["accuracy:arc", "accuracy:arc2"]
+    assert sorted(result.rejected["row_number"].to_list()) == [1, 4, 5]
 
 
 def test_duplicate_keys_name_the_key() -> None:
