@@ -69,6 +69,7 @@ import pandera.polars as pa
 import polars as pl
 
 from . import __version__, store
+from ._counts import parse_count
 from ._readers import (
     FORMATS,
     LINE_FORMATS,
@@ -643,10 +644,10 @@ class _Runs:
 
         def pick(name: str) -> object:
             if cols.get(name):
-                return cols[name][0]
+                return _count(name, cols[name][0])
             for value in (side.get(name), self.flags.get(name), existing.get(name)):
                 if value is not None:
-                    return value
+                    return _count(name, value)
             return None
 
         config = side.get("config") if isinstance(side.get("config"), dict) else {}
@@ -687,6 +688,19 @@ class _Runs:
             "ingest_id": self.ingest_id,
         }
         return {k: None if v is None else str(v) for k, v in row.items()}, None
+
+
+_COUNTS = ("params", "unique_tokens", "tokens_per_step")
+
+
+def _count(name: str, value: object) -> object:
+    """A count given as text (``"350M"``, ``"1.3B"``) read as the command line reads it
+    (:func:`scalefit._counts.parse_count`); text that is no count is left for the schema to
+    reject with its reason."""
+    if name in _COUNTS and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return parse_count(value)
+    return value
 
 
 # --------------------------------------------------------------------------- rows

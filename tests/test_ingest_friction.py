@@ -1,0 +1,112 @@
+"""Ingest friction met when fitting real logs (issue 15): human counts in files, step 0 with
+``tokens = 0``, runs without tokens, the cause of "no data rows", and stale quarantine rows.
+
+Real files in ``tmp_path`` and a real DuckDB file; nothing of the store is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ingest_files import rows
+
+from scalefit._counts import parse_count
+from scalefit.cli.ingest import parse_count as cli_parse_count
+from scalefit.ingest import ingest_paths
+
+# ------------------------------------------------------------------ 1. human counts
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("350M", 350e6),
+        ("350m", 350e6),
+        ("1.3B", 1.3e9),
+        ("7b", 7e9),
+        ("2K", 2e3),
+        ("1t", 1e12),
+        ("125000000", 125e6),
+        ("1.25e8", 1.25e8),
+        ("2_048", 2048.0),
+        (" 350 M ", 350e6),
+        (4096, 4096.0),
+    ],
+)
+def test_parse_count_reads_human_counts(text: str, value: float) -> None:
+    assert parse_count(text) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("text", ["lots", "M", "", "-5M", "0", "inf", "nan", True])
+def test_parse_count_rejects_what_is_no_positive_count(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_count(text)  # type: ignore[arg-type]
+
+
+def test_cli_and_files_share_one_parser() -> None:
+    import typer
+
+    assert cli_parse_count("1.3B") == parse_count("1.3B")
+    with pytest.raises(typer.BadParameter, match="not a count"):
+        cli_parse_count("lots")
+
+
+def _letters(text: str) -> str:
+    """``text`` without what a table's wrapping puts in it (blanks, borders, quotes)."""
+    return "".join(c for c in text if c.isalnum())
+
+
+def _log(path: Path, lines: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lines)
+    return path
+
+
+def test_sidecar_human_counts_are_accepted(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "gpt-350m" / "log.csv", "step,tokens,loss\n1,4096,4.0\n2,8192,3.5\n")
+    (tmp_path / "gpt-350m" / "run.json").write_text(
+        json.dumps({"params": "350M", "unique_tokens": "1.3B", "tokens_per_step": "4k"})
+    )
+    (info,) = ingest_paths(db_path, [log])
+    assert (info.status, info.rows_ok, info.rows_rejected) == ("ok", 2, 0), info
+    assert rows(db_path, "SELECT run_id, params, unique_tokens, tokens_per_step FROM runs") == [
+        ("gpt-350m", 350e6, 1.3e9, 4e3)
+    ]
+    assert rows(db_path, "SELECT count(*) FROM quarantine") == [(0,)]
+
+
+def test_per_run_sidecar_counts_and_csv_and_jsonl_columns(tmp_path: Path, db_path: Path) -> None:
+    csv = _log(
+        tmp_path / "a" / "sweep.csv",
+        "run_id,step,tokens,loss,params\nsmall,1,4096,4.0,7b\nsmall,2,8192,3.5,7b\n"
+        "big,1,4096,3.9,\n",
+    )
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"runs": {"big": {"params": "1.3B"}}}))
+    jsonl = _log(
+        tmp_path / "b" / "m.jsonl",
+        "\n".join(
+            json.dumps({"run_id": "j", "step": s, "tokens": s * 1e6, "loss": 3.0, "params": "125M"})
+            for s in (1, 2)
+        )
+        + "\n",
+    )
+    report = ingest_paths(db_path, [csv, jsonl])
+    assert [i.status for i in report] == ["ok", "ok"], [str(i) for i in report]
+    assert rows(db_path, "SELECT run_id, params FROM runs ORDER BY 1") == [
+        ("big", 1.3e9),
+        ("j", 125e6),
+        ("small", 7e9),
+    ]
+
+
+def test_a_count_that_is_no_count_is_still_rejected_with_its_value(
+    tmp_path: Path, db_path: Path
+) -> None:
+    log = _log(tmp_path / "r" / "log.csv", "step,tokens,loss\n1,4096,4.0\n")
+    (tmp_path / "r" / "run.json").write_text(json.dumps({"params": "big"}))
+    (info,) = ingest_paths(db_path, [log])
+    assert (info.status, info.rows_rejected) == ("rejected_rows", 1)
+    (reason,) = rows(db_path, "SELECT reason FROM quarantine")[0]
+    assert "`params` = big is not a number" in reason
