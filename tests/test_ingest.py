@@ -74,7 +74,7 @@ def test_tokens_from_tokens_per_step_and_step_zero(tmp_path: Path, db_path: Path
     (info,) = ingest_paths(db_path, [log], params=1e6, tokens_per_step=1024)
     assert info.status == "ok"
     assert rows(db_path, "SELECT step, tokens FROM observations ORDER BY step") == [
-        (0, None),  # tokens must be > 0: at step 0 there are none to record
+        (0, None),  # not derived at step 0 (a logged `tokens = 0` is kept)
         (10, 10240.0),
         (20, 20480.0),
     ]
@@ -265,7 +265,7 @@ def test_text_negative_and_nan_values_are_quarantined(tmp_path: Path, db_path: P
         "`loss` = -1.5: must be > 0",
         "`loss` = NaN: must be a finite number (not NaN or infinity)",
         "`step` = x is not a whole number",
-        "`tokens` = -6000.0: must be > 0",
+        "`tokens` = -6000.0: must be >= 0",
     ]
     raw = json.loads(rows(db_path, "SELECT raw FROM quarantine WHERE row_number = 2")[0][0])
     assert raw == {"run_id": "r", "step": "2", "tokens": "2000", "loss": "four"}

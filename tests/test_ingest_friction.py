@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from ingest_files import rows
+from typer.testing import CliRunner
 
 from scalefit._counts import parse_count
+from scalefit.cli import app
 from scalefit.cli.ingest import parse_count as cli_parse_count
 from scalefit.ingest import ingest_paths
 
@@ -110,3 +112,26 @@ def test_a_count_that_is_no_count_is_still_rejected_with_its_value(
     assert (info.status, info.rows_rejected) == ("rejected_rows", 1)
     (reason,) = rows(db_path, "SELECT reason FROM quarantine")[0]
     assert "`params` = big is not a number" in reason
+
+
+# ------------------------------------------------------------------ 2. step 0 with tokens 0
+
+
+def test_step_zero_with_zero_tokens_ingests_cleanly(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,tokens,loss\nr,0,0,10.9\nr,10,40960,4.0\n")
+    result = CliRunner().invoke(app, ["ingest", str(log), "--params", "125M", "--db", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert rows(db_path, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert rows(db_path, "SELECT step, tokens FROM observations ORDER BY step") == [
+        (0, 0.0),
+        (10, 40960.0),
+    ]
+    assert rows(db_path, "SELECT tokens FROM runs") == [(40960.0,)]
+
+
+def test_negative_tokens_and_zero_loss_are_still_rejected(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,tokens,loss\nr,1,-1,4.0\nr,2,8192,0\n")
+    (info,) = ingest_paths(db_path, [log], params=1e6)
+    assert info.rows_rejected == 2
+    reasons = [r for (r,) in rows(db_path, "SELECT reason FROM quarantine ORDER BY row_number")]
+    assert reasons == ["`tokens` = -1.0: must be >= 0", "`loss` = 0.0: must be > 0"]
