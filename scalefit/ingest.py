@@ -28,7 +28,10 @@ Run metadata (first found wins): the file's own columns, then a sidecar ``run.js
 ``params`` derived from ``n_layer``/``d_model`` in that sidecar or in a Trainer's
 ``config.json`` (``12 n_layer d_model^2``, ``params_method = 'config_12ld2'``), then the
 ``project``/``params``/``tokens_per_step`` arguments, then what ``runs`` already holds for the
-run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0).
+run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0). Counts
+(``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line takes
+them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
+token count is stored with a warning (:attr:`IngestInfo.warnings`): it cannot be fitted.
 
 Re-ingesting
 ------------
@@ -145,6 +148,8 @@ class IngestInfo:
         changed: its rows were replaced), ``unchanged`` or ``failed``.
     runs
         Run ids written.
+    warnings
+        Problems that reject no row but keep a run from being fitted (also in ``message``).
     """
 
     ingest_id: str
@@ -164,6 +169,9 @@ class IngestInfo:
     settings_sha256: str | None = None
     mode: str = "new"
     runs: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a user should know although nothing was rejected (e.g. a run that cannot be
+    fitted for want of tokens); also in ``message``."""
 
     def to_row(self) -> dict:
         """The ``ingests`` row."""
@@ -1275,7 +1283,14 @@ def _tail_copy(path: Path, scan: _Scan, offset: int, tmp: Path) -> Path:
     return out
 
 
-def _message(mode: str, source: Source, run_ids: Sequence[str], meta: _Metadata) -> str:
+def _message(
+    mode: str,
+    source: Source,
+    run_ids: Sequence[str],
+    meta: _Metadata,
+    rejected_runs: dict[str, str],
+    warnings: Sequence[str],
+) -> str:
     words = {
         "new": "read",
         "appended": "grown: read the new rows",
@@ -1287,13 +1302,39 @@ def _message(mode: str, source: Source, run_ids: Sequence[str], meta: _Metadata)
             f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else ""
         )
         parts.append(f"runs: {shown}")
-    else:
+    elif not rejected_runs:
         parts.append("no data rows")
+    if rejected_runs:
+        # The cause, not "no data rows": e.g. a run without a parameter count.
+        reasons = list(rejected_runs.values())
+        parts.append(
+            "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        )
+    parts.extend(warnings)
     if meta.files:
         parts.append(f"metadata from {', '.join(meta.files)}")
     if source.ignored:
         parts.append(f"ignored columns: {', '.join(source.ignored[:10])}")
     return "; ".join(parts)
+
+
+def _tokenless_warnings(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> tuple[str, ...]:
+    """A warning per written run that has no token count at any step (in any file): such a
+    run is stored, but no law can be fitted to it until its tokens are known."""
+    if not run_ids:
+        return ()
+    missing = store.run(
+        con,
+        "SELECT run_id FROM runs WHERE run_id IN (SELECT unnest(?)) AND tokens IS NULL "
+        "ORDER BY run_id",
+        [list(run_ids)],
+    )
+    return tuple(
+        f"run `{r}` has no token information (no `tokens`, no steps x `tokens_per_step` "
+        "(a column, run.json or --tokens-per-step), no HF `num_input_tokens_seen`): it "
+        "cannot be fitted until its tokens are known"
+        for (r,) in missing
+    )
 
 
 def _ingest_rows(
@@ -1330,6 +1371,7 @@ def _ingest_rows(
                         f"{info.path}: no loss column found in any row (a key named like "
                         "`loss`, `train_loss`, `eval_loss`)"
                     )
+                warnings = _tokenless_warnings(con, run_ids)
                 done = dataclasses.replace(
                     complete(info),
                     finished_at=_now(),
@@ -1337,9 +1379,10 @@ def _ingest_rows(
                     rows_ok=rows_ok,
                     rows_rejected=counts.rows_rejected,
                     status="rejected_rows" if counts.rows_rejected else "ok",
-                    message=_message(mode, source, run_ids, meta),
+                    message=_message(mode, source, run_ids, meta, runs.bad, warnings),
                     mode=mode,
                     runs=run_ids,
+                    warnings=warnings,
                 )
                 if done.rows_in != done.rows_ok + done.rows_rejected:  # pragma: no cover
                     raise AssertionError(f"row accounting is off: {done}")

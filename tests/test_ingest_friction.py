@@ -135,3 +135,52 @@ def test_negative_tokens_and_zero_loss_are_still_rejected(tmp_path: Path, db_pat
     assert info.rows_rejected == 2
     reasons = [r for (r,) in rows(db_path, "SELECT reason FROM quarantine ORDER BY row_number")]
     assert reasons == ["`tokens` = -1.0: must be >= 0", "`loss` = 0.0: must be > 0"]
+
+
+# ------------------------------------------------------------------ 3. no token information
+
+
+def test_a_run_without_tokens_is_stored_with_a_warning(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,loss\nnotok,1,4.0\nnotok,2,3.5\n")
+    tokens = _log(tmp_path / "t.csv", "run_id,step,tokens,loss\nhastok,1,4096,4.0\n")
+    report = ingest_paths(db_path, [log, tokens], params=1e6)
+    first, second = report
+    assert first.status == "ok" and first.rows_ok == 2
+    assert len(first.warnings) == 1
+    assert "run `notok` has no token information" in first.warnings[0]
+    assert "num_input_tokens_seen" in first.warnings[0]
+    assert "tokens_per_step" in first.warnings[0]
+    assert first.warnings[0] in (first.message or "")
+    assert second.warnings == ()
+
+    runner = CliRunner()
+    log.write_text("run_id,step,loss\nnotok,1,4.0\nnotok,2,3.4\n")
+    result = runner.invoke(app, ["ingest", str(log), "--params", "1e6", "--db", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert "warninglogcsvrunnotokhasnotokeninformation" in _letters(result.output)
+
+
+def test_tokens_per_step_silences_the_warning(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,loss\nr,1,4.0\nr,2,3.5\n")
+    (info,) = ingest_paths(db_path, [log], params=1e6, tokens_per_step=1024)
+    assert info.warnings == ()
+    assert "token information" not in (info.message or "")
+
+
+# ------------------------------------------------------------------ 4. the cause
+
+
+def test_missing_params_is_named_as_the_cause(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,tokens,loss\nrx,1,4096,4.0\n")
+    (info,) = ingest_paths(db_path, [log])
+    assert info.status == "rejected_rows"
+    assert "no data rows" not in (info.message or "")
+    assert "run `rx` has no parameter count" in (info.message or "")
+    assert "--params" in (info.message or "")
+
+    # The CLI's table shows it (in a fresh store: in this one the file is unchanged).
+    result = CliRunner().invoke(app, ["ingest", str(log), "--db", str(tmp_path / "cli.duckdb")])
+    assert result.exit_code == 2, result.output
+    letters = _letters(result.output)
+    assert "nodatarows" not in letters
+    assert "runrxhasnoparametercount" in letters

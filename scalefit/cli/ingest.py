@@ -166,6 +166,11 @@ def ingest(
         )
 
     _print_report(report)
+    for info in report.infos:
+        for warning in info.warnings:
+            err_console.print(
+                f"warning: {Path(info.path).name}: {warning}", highlight=False, markup=False
+            )
     if report.skipped:
         shown = report.skipped[:10]
         console.print(f"skipped {len(report.skipped)} file(s) that are not logs:")
