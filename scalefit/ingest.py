@@ -40,7 +40,8 @@ Re-ingesting
 - A line-oriented log (CSV, JSONL, W&B CSV) that grew (its previously read bytes are
   unchanged) is read on from its last complete line: only new rows are added. A last line
   without its newline is read, and read again once the file grows past it.
-- Any other change replaces that file's observations in one transaction.
+- Any other change replaces that file's observations in one transaction, and deletes the
+  rows its earlier ingests quarantined (``quarantine`` holds current problems only).
 - Duplicated ``(run_id, metric, step)`` in a file: the last row wins (a resumed run re-logs
   its steps); earlier ones go to ``quarantine`` saying which row superseded them. Across
   files, the later ingest wins: ``observations`` is upserted on its key, by deleting the
@@ -984,8 +985,13 @@ def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
 
 
 def _forget_file(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Delete the observations a file's earlier ingests wrote (and runs left empty)."""
+    """Delete the observations a file's earlier ingests wrote (and runs left empty), and
+    the rows they quarantined: the new version's problems replace them, so ``quarantine``
+    shows only current problems (``ingests`` still records every attempt and its counts)."""
     earlier = "SELECT ingest_id FROM ingests WHERE path = ?"
+    store.run(
+        con, f"DELETE FROM quarantine WHERE path = ? AND ingest_id IN ({earlier})", [path, path]
+    )
     store.run(con, f"DELETE FROM observations WHERE ingest_id IN ({earlier})", [path])
     store.run(
         con,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from ingest_files import rows
+from test_ingest import _accounting_holds
 from typer.testing import CliRunner
 
 from scalefit._counts import parse_count
@@ -184,3 +185,35 @@ def test_missing_params_is_named_as_the_cause(tmp_path: Path, db_path: Path) -> 
     letters = _letters(result.output)
     assert "nodatarows" not in letters
     assert "runrxhasnoparametercount" in letters
+
+
+# ------------------------------------------------------------------ 5. stale quarantine
+
+
+def test_fixing_a_file_clears_its_quarantine(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,tokens,loss\nr,1,4096,4.0\nr,2,8192,nan\n")
+    other = _log(tmp_path / "other.csv", "run_id,step,tokens,loss\no,1,4096,-1\n")
+    first, _ = ingest_paths(db_path, [log, other], params=1e6)
+    assert first.rows_rejected == 1
+    assert rows(db_path, "SELECT count(*) FROM quarantine WHERE path = ?", [first.path]) == [(1,)]
+
+    log.write_text("run_id,step,tokens,loss\nr,1,4096,4.0\nr,2,8192,3.5\n")
+    (fixed,) = ingest_paths(db_path, [log], params=1e6)
+    assert (fixed.status, fixed.mode, fixed.rows_rejected) == ("ok", "replaced", 0)
+    assert rows(db_path, "SELECT count(*) FROM quarantine WHERE path = ?", [first.path]) == [(0,)]
+    # Another file's problems stay; every attempt stays in `ingests`.
+    assert rows(db_path, "SELECT count(*) FROM quarantine WHERE path <> ?", [first.path]) == [(1,)]
+    assert rows(
+        db_path, "SELECT status FROM ingests WHERE path = ? ORDER BY started_at", [first.path]
+    ) == [("rejected_rows",), ("ok",)]
+    _accounting_holds(db_path)
+
+
+def test_a_new_version_with_other_problems_keeps_only_those(tmp_path: Path, db_path: Path) -> None:
+    log = _log(tmp_path / "log.csv", "run_id,step,tokens,loss\nr,1,4096,nan\n")
+    (first,) = ingest_paths(db_path, [log], params=1e6)
+    log.write_text("run_id,step,tokens,loss\nr,1,4096,4.0\nr,2,-5,3.5\n")
+    (second,) = ingest_paths(db_path, [log], params=1e6)
+    assert second.mode == "replaced"
+    assert rows(db_path, "SELECT ingest_id, row_number FROM quarantine") == [(second.ingest_id, 2)]
+    assert first.ingest_id != second.ingest_id
