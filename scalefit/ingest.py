@@ -28,7 +28,10 @@ Run metadata (first found wins): the file's own columns, then a sidecar ``run.js
 ``params`` derived from ``n_layer``/``d_model`` in that sidecar or in a Trainer's
 ``config.json`` (``12 n_layer d_model^2``, ``params_method = 'config_12ld2'``), then the
 ``project``/``params``/``tokens_per_step`` arguments, then what ``runs`` already holds for the
-run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0).
+run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0). Counts
+(``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line takes
+them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
+token count is stored with a warning (:attr:`IngestInfo.warnings`): it cannot be fitted.
 
 Re-ingesting
 ------------
@@ -37,7 +40,8 @@ Re-ingesting
 - A line-oriented log (CSV, JSONL, W&B CSV) that grew (its previously read bytes are
   unchanged) is read on from its last complete line: only new rows are added. A last line
   without its newline is read, and read again once the file grows past it.
-- Any other change replaces that file's observations in one transaction.
+- Any other change replaces that file's observations in one transaction, and deletes the
+  rows its earlier ingests quarantined (``quarantine`` holds current problems only).
 - Duplicated ``(run_id, metric, step)`` in a file: the last row wins (a resumed run re-logs
   its steps); earlier ones go to ``quarantine`` saying which row superseded them. Across
   files, the later ingest wins: ``observations`` is upserted on its key, by deleting the
@@ -69,6 +73,7 @@ import pandera.polars as pa
 import polars as pl
 
 from . import __version__, store
+from ._counts import parse_count
 from ._readers import (
     FORMATS,
     LINE_FORMATS,
@@ -144,6 +149,8 @@ class IngestInfo:
         changed: its rows were replaced), ``unchanged`` or ``failed``.
     runs
         Run ids written.
+    warnings
+        Problems that reject no row but keep a run from being fitted (also in ``message``).
     """
 
     ingest_id: str
@@ -163,6 +170,9 @@ class IngestInfo:
     settings_sha256: str | None = None
     mode: str = "new"
     runs: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a user should know although nothing was rejected (e.g. a run that cannot be
+    fitted for want of tokens); also in ``message``."""
 
     def to_row(self) -> dict:
         """The ``ingests`` row."""
@@ -643,10 +653,10 @@ class _Runs:
 
         def pick(name: str) -> object:
             if cols.get(name):
-                return cols[name][0]
+                return _count(name, cols[name][0])
             for value in (side.get(name), self.flags.get(name), existing.get(name)):
                 if value is not None:
-                    return value
+                    return _count(name, value)
             return None
 
         config = side.get("config") if isinstance(side.get("config"), dict) else {}
@@ -687,6 +697,19 @@ class _Runs:
             "ingest_id": self.ingest_id,
         }
         return {k: None if v is None else str(v) for k, v in row.items()}, None
+
+
+_COUNTS = ("params", "unique_tokens", "tokens_per_step")
+
+
+def _count(name: str, value: object) -> object:
+    """A count given as text (``"350M"``, ``"1.3B"``) read as the command line reads it
+    (:func:`scalefit._counts.parse_count`); text that is no count is left for the schema to
+    reject with its reason."""
+    if name in _COUNTS and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return parse_count(value)
+    return value
 
 
 # --------------------------------------------------------------------------- rows
@@ -962,8 +985,13 @@ def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
 
 
 def _forget_file(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Delete the observations a file's earlier ingests wrote (and runs left empty)."""
+    """Delete the observations a file's earlier ingests wrote (and runs left empty), and
+    the rows they quarantined: the new version's problems replace them, so ``quarantine``
+    shows only current problems (``ingests`` still records every attempt and its counts)."""
     earlier = "SELECT ingest_id FROM ingests WHERE path = ?"
+    store.run(
+        con, f"DELETE FROM quarantine WHERE path = ? AND ingest_id IN ({earlier})", [path, path]
+    )
     store.run(con, f"DELETE FROM observations WHERE ingest_id IN ({earlier})", [path])
     store.run(
         con,
@@ -1261,7 +1289,14 @@ def _tail_copy(path: Path, scan: _Scan, offset: int, tmp: Path) -> Path:
     return out
 
 
-def _message(mode: str, source: Source, run_ids: Sequence[str], meta: _Metadata) -> str:
+def _message(
+    mode: str,
+    source: Source,
+    run_ids: Sequence[str],
+    meta: _Metadata,
+    rejected_runs: dict[str, str],
+    warnings: Sequence[str],
+) -> str:
     words = {
         "new": "read",
         "appended": "grown: read the new rows",
@@ -1273,13 +1308,39 @@ def _message(mode: str, source: Source, run_ids: Sequence[str], meta: _Metadata)
             f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else ""
         )
         parts.append(f"runs: {shown}")
-    else:
+    elif not rejected_runs:
         parts.append("no data rows")
+    if rejected_runs:
+        # The cause, not "no data rows": e.g. a run without a parameter count.
+        reasons = list(rejected_runs.values())
+        parts.append(
+            "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        )
+    parts.extend(warnings)
     if meta.files:
         parts.append(f"metadata from {', '.join(meta.files)}")
     if source.ignored:
         parts.append(f"ignored columns: {', '.join(source.ignored[:10])}")
     return "; ".join(parts)
+
+
+def _tokenless_warnings(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> tuple[str, ...]:
+    """A warning per written run that has no token count at any step (in any file): such a
+    run is stored, but no law can be fitted to it until its tokens are known."""
+    if not run_ids:
+        return ()
+    missing = store.run(
+        con,
+        "SELECT run_id FROM runs WHERE run_id IN (SELECT unnest(?)) AND tokens IS NULL "
+        "ORDER BY run_id",
+        [list(run_ids)],
+    )
+    return tuple(
+        f"run `{r}` has no token information (no `tokens`, no steps x `tokens_per_step` "
+        "(a column, run.json or --tokens-per-step), no HF `num_input_tokens_seen`): it "
+        "cannot be fitted until its tokens are known"
+        for (r,) in missing
+    )
 
 
 def _ingest_rows(
@@ -1316,6 +1377,7 @@ def _ingest_rows(
                         f"{info.path}: no loss column found in any row (a key named like "
                         "`loss`, `train_loss`, `eval_loss`)"
                     )
+                warnings = _tokenless_warnings(con, run_ids)
                 done = dataclasses.replace(
                     complete(info),
                     finished_at=_now(),
@@ -1323,9 +1385,10 @@ def _ingest_rows(
                     rows_ok=rows_ok,
                     rows_rejected=counts.rows_rejected,
                     status="rejected_rows" if counts.rows_rejected else "ok",
-                    message=_message(mode, source, run_ids, meta),
+                    message=_message(mode, source, run_ids, meta, runs.bad, warnings),
                     mode=mode,
                     runs=run_ids,
+                    warnings=warnings,
                 )
                 if done.rows_in != done.rows_ok + done.rows_rejected:  # pragma: no cover
                     raise AssertionError(f"row accounting is off: {done}")

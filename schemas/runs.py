@@ -21,7 +21,7 @@ class RunSchema(pa.DataFrameModel):
         description="How `params` was obtained: given, or 12 n_layer d_model^2 from a config.",
     )
     tokens: float = pa.Field(
-        nullable=True, gt=0, description="Tokens seen at the last observation."
+        nullable=True, ge=0, description="Tokens seen at the last observation."
     )
     flops: float = pa.Field(
         nullable=True, gt=0, description="Training FLOPs at the last observation."
@@ -57,8 +57,10 @@ class ObservationSchema(pa.DataFrameModel):
 
     run_id: str = pa.Field(description="Run (key into `runs`).")
     step: int = pa.Field(ge=0, description="Optimizer step.")
-    tokens: float = pa.Field(nullable=True, gt=0, description="Tokens seen at this step.")
-    flops: float = pa.Field(nullable=True, gt=0, description="Training FLOPs spent at this step.")
+    # >= 0, not > 0: a trainer logs step 0 with tokens = 0 (and flops = 0); only the loss,
+    # whose log is fitted, has to be positive.
+    tokens: float = pa.Field(nullable=True, ge=0, description="Tokens seen at this step.")
+    flops: float = pa.Field(nullable=True, ge=0, description="Training FLOPs spent at this step.")
     metric: str = pa.Field(
         str_length={"min_value": 1}, description="e.g. `train_loss`, `eval_loss`."
     )

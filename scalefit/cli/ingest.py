@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._counts import parse_count as _parse_count
 from . import app
 from ._common import (
     ConfigOption,
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 # scalefit.ingest (pandera, the store) and rich.progress are imported by the command that
 # uses them: `import scalefit.cli` runs for every command, `scalefit fit` included.
 
-_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
-
 
 class LogFormat(StrEnum):
     csv = "csv"
@@ -37,22 +36,14 @@ class LogFormat(StrEnum):
 
 
 def parse_count(text: str | None) -> float | None:
-    """A count such as ``125000000``, ``1.25e8``, ``125M`` or ``1.3B``."""
+    """A count such as ``125000000``, ``1.25e8``, ``125M`` or ``1.3B`` (the parser the
+    ingest uses for counts in files: :func:`scalefit._counts.parse_count`)."""
     if text is None:
         return None
-    raw = text.strip().replace("_", "").replace(",", "")
-    scale = _SUFFIXES.get(raw[-1:].lower(), 1.0)
-    if scale != 1.0:
-        raw = raw[:-1]
     try:
-        value = float(raw) * scale
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a count (e.g. 125000000, 1.25e8, 125M)"
-        ) from None
-    if not value > 0 or value == float("inf"):
-        raise typer.BadParameter(f"{text!r} must be a positive count")
-    return value
+        return _parse_count(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 _EPILOG = (
@@ -175,6 +166,11 @@ def ingest(
         )
 
     _print_report(report)
+    for info in report.infos:
+        for warning in info.warnings:
+            err_console.print(
+                f"warning: {Path(info.path).name}: {warning}", highlight=False, markup=False
+            )
     if report.skipped:
         shown = report.skipped[:10]
         console.print(f"skipped {len(report.skipped)} file(s) that are not logs:")
