@@ -2052,7 +2052,9 @@ def select_points(
             )
     sql = f"""
         WITH r AS ({runs}),
-        o AS (SELECT o.* FROM observations o JOIN r USING (run_id) WHERE o.metric = ?),
+        -- a step logged before any training (tokens or FLOPs of 0) is no point on a law
+        o AS (SELECT o.* FROM observations o JOIN r USING (run_id)
+              WHERE o.metric = ? AND coalesce(o.tokens, 1) > 0 AND coalesce(o.flops, 1) > 0),
         last AS (SELECT run_id, max(step) AS step FROM o GROUP BY run_id)
         SELECT r.run_id, o.step, o.metric, r.params, coalesce(o.tokens, r.tokens) AS tokens,
                coalesce(o.flops, r.flops) AS flops, r.unique_tokens, o.value AS loss

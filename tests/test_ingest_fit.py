@@ -75,3 +75,22 @@ def test_fit_approach_3_through_the_cli(tmp_path: Path, db_path: Path) -> None:
     assert fits["n_points"][0] == 20  # the last observation of each run
     estimates = json.loads(fits["estimates"][0])
     assert estimates["alpha"] == pytest.approx(TRUE["alpha"], abs=0.03)
+
+
+def test_a_run_logged_only_before_training_is_no_point(tmp_path: Path, db_path: Path) -> None:
+    """A step-0 eval (tokens = 0, accepted at ingest) is not a point on a law: a run that has
+    only that one is left out of the fit's points instead of failing the fit."""
+    from scalefit.fit import select_points
+
+    _sweep(tmp_path / "logs")
+    early = tmp_path / "logs" / "run-early"
+    early.mkdir()
+    (early / "run.json").write_text(json.dumps({"params": 5e8, "project": "sweep"}))
+    (early / "log.csv").write_text("step,tokens,loss\n0,0,10.9\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", str(tmp_path / "logs"), "--db", str(db_path)])
+    assert result.exit_code == 0, result.output
+    with store.connect_locked(db_path) as con:
+        points = select_points(con, where="project = 'sweep'")
+    assert points.height == 20 and (points["tokens"] > 0).all()
+    assert "run-early" not in " ".join(points["run_id"].to_list())

@@ -135,7 +135,10 @@ def test_negative_tokens_and_zero_loss_are_still_rejected(tmp_path: Path, db_pat
     (info,) = ingest_paths(db_path, [log], params=1e6)
     assert info.rows_rejected == 2
     reasons = [r for (r,) in rows(db_path, "SELECT reason FROM quarantine ORDER BY row_number")]
-    assert reasons == ["`tokens` = -1.0: must be >= 0", "`loss` = 0.0: must be > 0"]
+    assert reasons == [
+        "`tokens` = -1.0: must be >= 0",
+        "`loss` = 0.0: must be > 0 (a loss) or in [0, 1] (an `accuracy:` metric)",
+    ]
 
 
 # ------------------------------------------------------------------ 3. no token information
