@@ -62,6 +62,10 @@ class FitError(ScalefitError, ValueError):
     """A law cannot be fitted to the data given (too few points, degenerate inputs, …)."""
 
 
+class ReportError(ScalefitError, OSError):
+    """A report cannot be written where it was asked for (e.g. ``--out`` names a file)."""
+
+
 class PlanError(ScalefitError, ValueError):
     """A planning input (``scalefit plan``: budget, tokens, target loss) is out of range."""
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import scalefit
 
 from . import compare, plots, store
+from .errors import ReportError
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,13 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
     ``bootstrap_<law_id>.png`` (its exponents' bootstrap distributions and estimates).
     """
     directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write reports into {directory}: {exc.strerror or exc}; "
+            "pass a folder (--out / --reports)"
+        ) from None
     sha = input_hash(con)
     files: dict[str, int] = {}
     frames = {stem: store.query(con, sql) for stem, sql in REPORT_QUERIES.items()}

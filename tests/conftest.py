@@ -10,6 +10,10 @@ import os
 import tempfile
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="scalefit-prefect-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (pytest -n): each its own Prefect home, so that two workers' ephemeral
+    # servers never share one database file.
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="scalefit-prefect-")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -265,3 +265,17 @@ def test_comparisons_view_in_memory_matches_the_store_view(tmp_path: Path) -> No
     assert memory.columns == view.columns
     assert memory.schema == view.schema
     assert memory.equals(view)
+
+
+def test_reports_into_a_file_are_one_clear_error(tmp_path: Path) -> None:
+    """`--out` naming an existing file (found by the generated-options test) is one line,
+    exit 1, and the file is left as it was."""
+    db = tmp_path / "scalefit.duckdb"
+    pipeline.load_curated(db)
+    target = tmp_path / "points.csv"
+    target.write_text("params,tokens,loss\n")
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(target)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: cannot write reports into")
+    assert "internal error" not in result.stderr
+    assert target.read_text() == "params,tokens,loss\n"
