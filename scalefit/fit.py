@@ -833,16 +833,9 @@ def _json(obj: Any) -> str:
             return o.tolist()
         return str(o)
 
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        return o
+    from ._json import finite
 
-    return json.dumps(clean(json.loads(json.dumps(obj, default=default))), sort_keys=True)
+    return json.dumps(finite(json.loads(json.dumps(obj, default=default))), sort_keys=True)
 
 
 # --------------------------------------------------------------------------- the driver

@@ -63,6 +63,16 @@ _LAW_STYLES = ("-", "--", "-.", ":")
 CAVEAT_MARK = "†"
 
 
+def _finish_fit_figure(fig: plt.Figure, title: str, caveat: str | None, path: Path) -> None:
+    """Title a fit's two-panel figure (marking a law with a caveat), lay it out, add the
+    caveat as a footnote and save it."""
+    fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
+    fig.tight_layout()
+    if caveat:
+        _caveat_footnote(fig, {"caveat of this law": caveat})
+    _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> None:
     from .report import atomic_path
 
@@ -698,11 +708,7 @@ def plot_isoflop_fit(
         level=level,
         what="at each budget",
     )
-    fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
-    fig.tight_layout()
-    if caveat:
-        _caveat_footnote(fig, {"caveat of this law": caveat})
-    _save(fig, path)
+    _finish_fit_figure(fig, title, caveat, path)
 
 
 def _allocation_panel(
@@ -837,11 +843,7 @@ def plot_envelope_fit(
             label=r"$N_{opt}$ censored by the sizes tried (not fitted)",
         )
         right.legend(fontsize=7.5, loc="upper left")
-    fig.suptitle(_wrap(title, 130) + (f" {CAVEAT_MARK}" if caveat else ""), fontsize=11)
-    fig.tight_layout()
-    if caveat:
-        _caveat_footnote(fig, {"caveat of this law": caveat})
-    _save(fig, path)
+    _finish_fit_figure(fig, title, caveat, path)
 
 
 def plot_bootstrap_exponents(

@@ -110,16 +110,9 @@ def json_line(obj: Any) -> str:
     """``obj`` as one line of strict JSON: a float that is not finite (NaN, infinity) becomes
     ``null``, since JSON has no such numbers; other non-JSON values become text."""
 
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        return o
+    from .._json import finite
 
-    return json.dumps(clean(obj), default=str, allow_nan=False)
+    return json.dumps(finite(obj), default=str, allow_nan=False)
 
 
 def handle_errors(fn: F) -> F:
@@ -171,7 +164,6 @@ def _strict(value: Any) -> Any:
     """``value`` with what JSON cannot hold made JSON: NaN and infinities become null,
     decimals numbers."""
     import decimal
-    import math
 
     if isinstance(value, float):
         return value if math.isfinite(value) else None
