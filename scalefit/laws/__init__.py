@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import AllocationUnavailableError, UnknownLawError
+from ..errors import AllocationUnavailableError, UnknownLawError
 
 FloatArray = NDArray[np.float64]
 
