@@ -208,7 +208,7 @@ def _show(value: Any) -> str:
 
 
 def _law_names() -> tuple[str, ...]:
-    from ._names import LAW_NAMES
+    from .schemas.vocabulary import LAW_NAMES
 
     return tuple(LAW_NAMES)
 
