@@ -49,6 +49,7 @@ from .laws import (
     MUENNIGHOFF_R_N_STAR,
     ChinchillaLaw,
     DataConstrainedLaw,
+    Law,
     break_even_inference_tokens,
     effective_tokens,
     law_from_parameters,
@@ -70,7 +71,7 @@ LEFT JOIN laws AS l USING (law_id)
 law's caveat (``laws.caveat``: print it wherever the row is shown)."""
 
 
-def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
+def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Law]]:
     """``(row, law)`` for every ``laws`` row whose law can allocate compute.
 
     Every law that gives ``N_opt(C)`` and ``D_opt(C)`` is included, with or without a loss
@@ -122,7 +123,7 @@ def _positive_or_nan(x: Any) -> np.ndarray:
 
 
 def _tokens_per_param_ratio(
-    law: Any, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray
+    law: Law, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray
 ) -> np.ndarray:
     """``(D/N) / (D_opt/N_opt)`` with the optimum taken at ``flops`` (NaN where missing)."""
     ok = np.isfinite(flops) & np.isfinite(params)
@@ -133,7 +134,7 @@ def _tokens_per_param_ratio(
     return out
 
 
-def _constrained(law: Any) -> DataConstrainedLaw | None:
+def _constrained(law: Law) -> DataConstrainedLaw | None:
     if isinstance(law, DataConstrainedLaw):
         return law
     if isinstance(law, ChinchillaLaw):

@@ -35,6 +35,8 @@ from .laws import (
     MUENNIGHOFF_R_N_STAR,
     ChinchillaLaw,
     DataConstrainedLaw,
+    FittedLaw,
+    Law,
     inference_optimal_allocation,
 )
 
@@ -151,7 +153,7 @@ def _check_positive(name: str, value: float | None, *, allow_zero: bool = False)
         raise PlanError(f"`{name}` must be a finite number {bound}, got {value!r}")
 
 
-def _constrained_law(law: Any) -> DataConstrainedLaw:
+def _constrained_law(law: Law) -> DataConstrainedLaw:
     if isinstance(law, DataConstrainedLaw):
         return law
     if isinstance(law, ChinchillaLaw):
@@ -171,7 +173,7 @@ def _constrained_law(law: Any) -> DataConstrainedLaw:
 
 
 def _point_estimates(
-    law: Any,
+    law: Law,
     flops: float,
     unique_tokens: float | None,
     inference_tokens: float | None,
@@ -240,14 +242,14 @@ def _with_ci(point: PlanPoint | None, draws: list[PlanPoint | None], level: floa
 
 
 def plan_budget(
-    law: Any,
+    law: Law | FittedLaw,
     flops: float,
     *,
     unique_tokens: float | None = None,
     inference_tokens: float | None = None,
     target_loss: float | None = None,
     law_id: str | None = None,
-    sample_laws: Sequence[Any] | None = None,
+    sample_laws: Sequence[Law] | None = None,
     confidence_level: float = 0.95,
 ) -> Plan:
     """Compute-optimal, data-constrained and inference-aware choices for ``flops``.

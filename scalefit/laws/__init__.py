@@ -16,6 +16,7 @@ from .allocation import AllocationLaw, TokensPerParamLaw
 from .base import (
     REGISTRY,
     Allocation,
+    FittedLaw,
     FloatArray,
     Law,
     LawForm,
@@ -73,6 +74,7 @@ __all__ = [
     "ChinchillaLaw",
     "DataConstrainedLaw",
     "DownstreamErrorLaw",
+    "FittedLaw",
     "FloatArray",
     "InferenceOptimum",
     "KaplanComputeLaw",

@@ -71,6 +71,26 @@ class LossLaw(Law, Protocol):
         ...
 
 
+@runtime_checkable
+class FittedLaw(Protocol):
+    """What a fit's result offers beside its law (:class:`scalefit.fit.LawFit`): the law, and
+    one law per bootstrap resample, for code that takes either a law or a fit."""
+
+    @property
+    def law(self) -> Law:
+        """The fitted law."""
+        ...
+
+    @property
+    def n_bootstrap(self) -> int:
+        """Bootstrap resamples drawn (0: none)."""
+        ...
+
+    def sample_laws(self) -> list[Law]:
+        """One law per bootstrap resample."""
+        ...
+
+
 def no_allocation(law: Law, why: str) -> AllocationUnavailableError:
     """The error a law raises when it cannot size a compute budget, saying ``why``."""
     return AllocationUnavailableError(
