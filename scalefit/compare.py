@@ -46,11 +46,9 @@ from . import store
 from .errors import AllocationUnavailableError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
-    MUENNIGHOFF_R_N_STAR,
-    ChinchillaLaw,
-    DataConstrainedLaw,
     Law,
     break_even_inference_tokens,
+    data_constrained_form,
     effective_tokens,
     law_from_parameters,
 )
@@ -134,16 +132,6 @@ def _tokens_per_param_ratio(
     return out
 
 
-def _constrained(law: Law) -> DataConstrainedLaw | None:
-    if isinstance(law, DataConstrainedLaw):
-        return law
-    if isinstance(law, ChinchillaLaw):
-        return DataConstrainedLaw(
-            law.E, law.A, law.B, law.alpha, law.beta, MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR
-        )
-    return None
-
-
 def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
     """Every model against every law that has a compute-optimal allocation.
 
@@ -205,7 +193,7 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
             else:
                 be = be_active = predicted = optimal = np.full(n.size, np.nan)
             dc_loss = np.full(n.size, np.nan)
-            dc_law = _constrained(law)
+            dc_law = data_constrained_form(law)
             if dc_law is not None and has_unique.any():
                 dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], unique[has_unique])
             ratio_ne = _tokens_per_param_ratio(law, n_ne, d, 6.0 * n_ne * d)

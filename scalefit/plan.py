@@ -33,10 +33,10 @@ from .errors import AllocationUnavailableError, PlanError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
     MUENNIGHOFF_R_N_STAR,
-    ChinchillaLaw,
     DataConstrainedLaw,
     FittedLaw,
     Law,
+    data_constrained_form,
     inference_optimal_allocation,
 )
 
@@ -154,18 +154,9 @@ def _check_positive(name: str, value: float | None, *, allow_zero: bool = False)
 
 
 def _constrained_law(law: Law) -> DataConstrainedLaw:
-    if isinstance(law, DataConstrainedLaw):
-        return law
-    if isinstance(law, ChinchillaLaw):
-        return DataConstrainedLaw(
-            law.E,
-            law.A,
-            law.B,
-            law.alpha,
-            law.beta,
-            MUENNIGHOFF_R_D_STAR,
-            MUENNIGHOFF_R_N_STAR,
-        )
+    dc = data_constrained_form(law)
+    if dc is not None:
+        return dc
     raise AllocationUnavailableError(
         f"law form `{law.form}` has no data-constrained form: use a `chinchilla` or "
         "`data_constrained` law with --unique-tokens"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .base import Allocation, FloatArray, register
+from .base import Allocation, FloatArray, Law, register
 from .chinchilla import ChinchillaLaw
 from .formulas import argmin_log, chinchilla_loss
 
@@ -218,3 +218,23 @@ class DataConstrainedLaw:
     def parameters(self) -> dict[str, float]:
         """The law's parameters by name, as stored in the ``laws`` table."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def data_constrained_form(law: Law) -> DataConstrainedLaw | None:
+    """``law`` as a data-constrained law: itself if it is one; a Chinchilla law extended with
+    Muennighoff et al. (2023)'s decay constants :data:`MUENNIGHOFF_R_D_STAR` and
+    :data:`MUENNIGHOFF_R_N_STAR` (fitted on C4); else ``None`` (no such form).
+
+    Examples
+    --------
+    >>> law = data_constrained_form(ChinchillaLaw(1.69, 406.4, 410.7, 0.34, 0.28))
+    >>> law.R_D_star == MUENNIGHOFF_R_D_STAR and law.base.alpha == 0.34
+    True
+    """
+    if isinstance(law, DataConstrainedLaw):
+        return law
+    if isinstance(law, ChinchillaLaw):
+        return DataConstrainedLaw(
+            law.E, law.A, law.B, law.alpha, law.beta, MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR
+        )
+    return None
