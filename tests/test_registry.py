@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandera.polars as pa
@@ -171,3 +173,14 @@ def test_a_frame_of_every_form_validates() -> None:
     LawSchema.validate(frame)
     with pytest.raises(pa.errors.SchemaError):
         LawSchema.validate(frame.with_columns(pl.lit("isoflop").alias("form")))
+
+
+def test_the_vocabulary_loads_without_the_heavy_libraries() -> None:
+    # `scalefit --help` lists the law names and log formats from the vocabulary: reading it
+    # must not import numpy, polars or pandera (the schemas load on first use).
+    code = (
+        "import sys, scalefit._names, scalefit.schemas.vocabulary;"
+        "print(sorted(m for m in ('numpy', 'polars', 'pandera') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
