@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .base import Allocation, no_allocation, register
+from .base import Allocation, FloatArray, no_allocation, register
 
 
 @register(allocates="always")
@@ -88,7 +88,8 @@ class AllocationLaw:
             No side has both an exponent and a coefficient.
         """
         c = np.asarray(flops, dtype=float)
-        n = d = None
+        n: FloatArray | None = None
+        d: FloatArray | None = None
         if self.params_coef is not None and self.params_exp is not None:
             n = self.params_coef * c**self.params_exp
         elif self.flops_per_token_coef is not None and self.flops_per_token_exp is not None:
@@ -96,16 +97,16 @@ class AllocationLaw:
             n, d = m / 6.0, c / m
         if self.tokens_coef is not None and self.tokens_exp is not None:
             d = self.tokens_coef * c**self.tokens_exp
-        if n is None and d is None:
+        if n is not None and d is None:
+            d = c / (6.0 * n)
+        elif d is not None and n is None:
+            n = c / (6.0 * d)
+        if n is None or d is None:
             raise no_allocation(
                 self,
                 "it states only the exponents of the optimum (N_opt ~ C^a, D_opt ~ C^b), "
                 "no coefficient",
             )
-        if n is None:
-            n = c / (6.0 * d)
-        if d is None:
-            d = c / (6.0 * n)
         return Allocation(flops=c, params=n, tokens=d)
 
     def parameters(self) -> dict[str, float]:

@@ -183,9 +183,11 @@ class KaplanLaw:
     @property
     def compute_law(self) -> KaplanComputeLaw:
         """``L(C_min)`` as a :class:`KaplanComputeLaw` (``C_c`` in FLOPs)."""
-        if self.alpha_C is None or (self.C_c_flops is None and self.C_c is None):
+        c_c = self.C_c_flops
+        if c_c is None and self.C_c is not None:
+            c_c = self.C_c * FLOPS_PER_PF_DAY
+        if self.alpha_C is None or c_c is None:
             raise UnknownLawError("this Kaplan law has no `alpha_C` and `C_c_flops`")
-        c_c = self.C_c_flops if self.C_c_flops is not None else self.C_c * FLOPS_PER_PF_DAY
         return KaplanComputeLaw(C_c=c_c, alpha_C=self.alpha_C)
 
     def loss(self, params: ArrayLike, tokens: ArrayLike) -> FloatArray:
