@@ -16,7 +16,7 @@ from ..errors import AllocationUnavailableError
 from .base import FloatArray, Law
 from .chinchilla import ChinchillaLaw
 from .data_constrained import DataConstrainedLaw
-from .formulas import argmin_log
+from .formulas import argmin_log, training_flops
 
 
 class UnreachableLossError(AllocationUnavailableError):
@@ -98,8 +98,8 @@ class InferenceOptimum:
 
     @property
     def training_flops(self) -> float:
-        """``6 N D``."""
-        return 6.0 * self.params * self.tokens
+        """``6 N D`` (:func:`~scalefit.laws.formulas.training_flops`)."""
+        return float(training_flops(self.params, self.tokens))
 
     @property
     def inference_flops(self) -> float:
