@@ -8,6 +8,7 @@ use of one of them, so that ``scalefit --help`` can read the vocabulary without 
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .vocabulary import LAW_FORMS, LOG_FORMATS, PROCEDURES, UPSTREAM_KINDS
@@ -73,11 +74,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # PEP 562: the schemas are imported when one of them is first asked for.
-    if name in __all__:
-        from . import _tables
-
-        value = getattr(_tables, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # PEP 562: the schemas are imported when one of them (any public name of ._tables, or a
+    # submodule it imported) is first asked for.
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    tables = import_module(f"{__name__}._tables")
+    if name in globals():  # a submodule, bound here by the import of ._tables
+        return globals()[name]
+    try:
+        value = getattr(tables, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
