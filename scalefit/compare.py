@@ -46,10 +46,9 @@ from . import store
 from .errors import AllocationUnavailableError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
-    MUENNIGHOFF_R_N_STAR,
-    ChinchillaLaw,
-    DataConstrainedLaw,
+    Law,
     break_even_inference_tokens,
+    data_constrained_form,
     effective_tokens,
     law_from_parameters,
 )
@@ -70,7 +69,7 @@ LEFT JOIN laws AS l USING (law_id)
 law's caveat (``laws.caveat``: print it wherever the row is shown)."""
 
 
-def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Any]]:
+def allocating_laws(laws: pl.DataFrame) -> Iterator[tuple[dict[str, Any], Law]]:
     """``(row, law)`` for every ``laws`` row whose law can allocate compute.
 
     Every law that gives ``N_opt(C)`` and ``D_opt(C)`` is included, with or without a loss
@@ -122,7 +121,7 @@ def _positive_or_nan(x: Any) -> np.ndarray:
 
 
 def _tokens_per_param_ratio(
-    law: Any, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray
+    law: Law, params: np.ndarray, tokens: np.ndarray, flops: np.ndarray
 ) -> np.ndarray:
     """``(D/N) / (D_opt/N_opt)`` with the optimum taken at ``flops`` (NaN where missing)."""
     ok = np.isfinite(flops) & np.isfinite(params)
@@ -131,16 +130,6 @@ def _tokens_per_param_ratio(
         opt = law.allocation(flops[ok])
         out[ok] = (tokens[ok] / params[ok]) / np.asarray(opt.tokens_per_param, dtype=float)
     return out
-
-
-def _constrained(law: Any) -> DataConstrainedLaw | None:
-    if isinstance(law, DataConstrainedLaw):
-        return law
-    if isinstance(law, ChinchillaLaw):
-        return DataConstrainedLaw(
-            law.E, law.A, law.B, law.alpha, law.beta, MUENNIGHOFF_R_D_STAR, MUENNIGHOFF_R_N_STAR
-        )
-    return None
 
 
 def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
@@ -204,7 +193,7 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
             else:
                 be = be_active = predicted = optimal = np.full(n.size, np.nan)
             dc_loss = np.full(n.size, np.nan)
-            dc_law = _constrained(law)
+            dc_law = data_constrained_form(law)
             if dc_law is not None and has_unique.any():
                 dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], unique[has_unique])
             ratio_ne = _tokens_per_param_ratio(law, n_ne, d, 6.0 * n_ne * d)

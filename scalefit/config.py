@@ -12,8 +12,8 @@
     project = "default"         # project name for runs found there
 
     [fit]
-    laws = ["chinchilla"]       # fitted per project: chinchilla, kaplan-n, kaplan-d, kaplan-c,
-                                # kaplan-nd, isoflop, envelope, data-constrained
+    laws = ["chinchilla"]       # fitted per project: names of `scalefit fit --law` (the
+                                # vocabulary's LAW_NAMES, schemas/vocabulary.py)
     where = ""                  # predicate on `runs` selecting the data to fit ("" = all)
     bootstrap = 200             # bootstrap resamples of refresh's fits (0: no intervals)
     seed = 0
@@ -208,7 +208,7 @@ def _show(value: Any) -> str:
 
 
 def _law_names() -> tuple[str, ...]:
-    from ._names import LAW_NAMES
+    from .schemas.vocabulary import LAW_NAMES
 
     return tuple(LAW_NAMES)
 

@@ -28,6 +28,7 @@ import polars as pl
 
 from . import fit as fitting
 from . import store
+from .laws import OvertrainingLaw
 
 RULE_TOKENS_PER_PARAM = 20.0
 """The reference: the "20 tokens per parameter" rule of thumb (Gadre et al.'s M = 20)."""
@@ -63,7 +64,7 @@ def fit_testbed(points: pl.DataFrame, *, n_bootstrap: int = 200, seed: int = 0) 
     return out
 
 
-def loss_penalty(law: Any, params: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
+def loss_penalty(law: OvertrainingLaw, params: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(L(C, M) - L(C, 20), L(C, M) / L(C, 20) - 1)`` at ``C = 6 N D``, ``M = D / N``."""
     n, d = np.asarray(params, float), np.asarray(tokens, float)
     c = 6.0 * n * d

@@ -33,8 +33,10 @@ from .errors import AllocationUnavailableError, PlanError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
     MUENNIGHOFF_R_N_STAR,
-    ChinchillaLaw,
     DataConstrainedLaw,
+    FittedLaw,
+    Law,
+    data_constrained_form,
     inference_optimal_allocation,
 )
 
@@ -151,19 +153,10 @@ def _check_positive(name: str, value: float | None, *, allow_zero: bool = False)
         raise PlanError(f"`{name}` must be a finite number {bound}, got {value!r}")
 
 
-def _constrained_law(law: Any) -> DataConstrainedLaw:
-    if isinstance(law, DataConstrainedLaw):
-        return law
-    if isinstance(law, ChinchillaLaw):
-        return DataConstrainedLaw(
-            law.E,
-            law.A,
-            law.B,
-            law.alpha,
-            law.beta,
-            MUENNIGHOFF_R_D_STAR,
-            MUENNIGHOFF_R_N_STAR,
-        )
+def _constrained_law(law: Law) -> DataConstrainedLaw:
+    dc = data_constrained_form(law)
+    if dc is not None:
+        return dc
     raise AllocationUnavailableError(
         f"law form `{law.form}` has no data-constrained form: use a `chinchilla` or "
         "`data_constrained` law with --unique-tokens"
@@ -171,7 +164,7 @@ def _constrained_law(law: Any) -> DataConstrainedLaw:
 
 
 def _point_estimates(
-    law: Any,
+    law: Law,
     flops: float,
     unique_tokens: float | None,
     inference_tokens: float | None,
@@ -240,14 +233,14 @@ def _with_ci(point: PlanPoint | None, draws: list[PlanPoint | None], level: floa
 
 
 def plan_budget(
-    law: Any,
+    law: Law | FittedLaw,
     flops: float,
     *,
     unique_tokens: float | None = None,
     inference_tokens: float | None = None,
     target_loss: float | None = None,
     law_id: str | None = None,
-    sample_laws: Sequence[Any] | None = None,
+    sample_laws: Sequence[Law] | None = None,
     confidence_level: float = 0.95,
 ) -> Plan:
     """Compute-optimal, data-constrained and inference-aware choices for ``flops``.

@@ -39,6 +39,8 @@ import polars as pl
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
+from .laws import Law, LossLaw
+
 log = logging.getLogger(__name__)
 
 _FAMILY_MARKERS = "osD^v<>pP*XhH"
@@ -392,7 +394,7 @@ def plot_tokens_vs_params(
     _save(tokens_vs_params_figure(models, frontier, bands=bands, caveats=caveats), path)
 
 
-def allocation_band(sample_laws: Sequence[Any], flops: Any, level: float = 0.95) -> pl.DataFrame:
+def allocation_band(sample_laws: Sequence[Law], flops: Any, level: float = 0.95) -> pl.DataFrame:
     """Percentile interval (``level``) over ``sample_laws`` (bootstrap laws) of the
     compute-optimal parameters and tokens at each of ``flops``."""
     flops = np.asarray(flops, dtype=float)
@@ -477,11 +479,11 @@ def _bars(ax: plt.Axes, at: Any, lo: Any, hi: Any, colour: Any, *, vertical: boo
 
 def plot_parametric_fit(
     points: pl.DataFrame,
-    law: Any,
+    law: LossLaw,
     path: Path,
     *,
     title: str,
-    sample_laws: Sequence[Any] = (),
+    sample_laws: Sequence[LossLaw] = (),
     level: float = 0.95,
     caveat: str | None = None,
 ) -> None:
@@ -640,11 +642,11 @@ def isoflop_profiles(
 
 def plot_isoflop_fit(
     points: pl.DataFrame,
-    law: Any,
+    law: Law,
     path: Path,
     *,
     title: str,
-    sample_laws: Sequence[Any] = (),
+    sample_laws: Sequence[Law] = (),
     level: float = 0.95,
     caveat: str | None = None,
 ) -> None:
@@ -713,12 +715,12 @@ def plot_isoflop_fit(
 
 def _allocation_panel(
     ax: plt.Axes,
-    law: Any,
+    law: Law,
     flops: np.ndarray,
     params_opt: np.ndarray,
     interval: tuple[np.ndarray, np.ndarray] | None,
     *,
-    sample_laws: Sequence[Any],
+    sample_laws: Sequence[Law],
     level: float,
     what: str,
 ) -> None:
@@ -764,11 +766,11 @@ def _allocation_panel(
 
 def plot_envelope_fit(
     curves: pl.DataFrame,
-    law: Any,
+    law: Law,
     path: Path,
     *,
     title: str,
-    sample_laws: Sequence[Any] = (),
+    sample_laws: Sequence[Law] = (),
     level: float = 0.95,
     caveat: str | None = None,
     n_grid: int = 60,

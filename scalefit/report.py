@@ -31,6 +31,7 @@ import scalefit
 
 from . import compare, plots, store
 from .errors import ReportError
+from .laws import Law
 
 log = logging.getLogger(__name__)
 
@@ -349,12 +350,12 @@ def _caveats(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {law_id: caveat for law_id, caveat in rows if caveat.strip()}
 
 
-def _sample_laws(con: duckdb.DuckDBPyConnection, fit_id: str, form: str, law: object) -> list:
+def _sample_laws(con: duckdb.DuckDBPyConnection, fit_id: str, form: str, law: Law) -> list[Law]:
     """One law per bootstrap resample of ``fit_id`` (``fit_samples``) with every parameter
     of ``law``; resamples missing one are left out."""
     from .laws import law_from_parameters
 
-    names = [k for k, v in law.parameters().items() if v is not None]  # type: ignore[attr-defined]
+    names = [k for k, v in law.parameters().items() if v is not None]
     samples = store.query(
         con,
         "SELECT sample, parameter, value FROM fit_samples WHERE fit_id = ? "

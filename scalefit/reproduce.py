@@ -48,6 +48,7 @@ import polars as pl
 from . import fit as fitting
 from . import store
 from .errors import FitError
+from .laws import LossLaw
 from .studies import Study
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def _rel(predicted: float | None, observed: float | None) -> float | None:
     return abs(predicted - observed) / abs(observed)
 
 
-def huber_objective(law: Any, data: pl.DataFrame, delta: float = 1e-3) -> float:
+def huber_objective(law: LossLaw, data: pl.DataFrame, delta: float = 1e-3) -> float:
     """The summed Huber loss (threshold ``delta``) of ``log law.loss(N, D) - log L`` over
     ``data`` (``params``, ``tokens``, ``loss``): the objective of Hoffmann et al.'s approach 3,
     at any law's parameters (e.g. published ones)."""

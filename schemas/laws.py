@@ -6,22 +6,8 @@ import pandera.polars as pa
 import polars as pl
 
 from ._base import NO_UNIT, TableSpec, is_finite, is_json_object, unit
+from .vocabulary import LAW_FORMS
 
-LAW_FORMS = [
-    "chinchilla",
-    "kaplan",
-    "kaplan_n",
-    "kaplan_d",
-    "kaplan_c",
-    "kaplan_nd",
-    "allocation",
-    "isoflop",
-    "envelope",
-    "tokens_per_param",
-    "data_constrained",
-    "overtraining",
-    "downstream_error",
-]
 LAW_ORIGINS = ["published", "fitted", "rule"]
 
 

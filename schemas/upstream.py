@@ -10,10 +10,7 @@ import pandera.polars as pa
 import polars as pl
 
 from ._base import TableSpec, is_finite, is_json_object
-
-UPSTREAM_KINDS = ["runs", "models"]
-"""``runs``: published loss points (-> ``runs`` + ``observations``); ``models``: a model
-database (-> ``upstream_models`` + ``upstream_changes``)."""
+from .vocabulary import UPSTREAM_FORMATS, UPSTREAM_KINDS
 
 SNAPSHOT_STATUSES = ["current", "superseded", "rejected"]
 CHANGE_KINDS = ["added", "removed", "changed", "renamed", "column_added", "column_removed"]
@@ -30,7 +27,7 @@ class UpstreamSnapshotSchema(pa.DataFrameModel):
     sha256: str = pa.Field(str_matches=_SHA256, description="sha256 of the snapshot's bytes.")
     url: str = pa.Field(description="Where it was downloaded from.")
     kind: str = pa.Field(isin=UPSTREAM_KINDS, description="`runs` or `models`.")
-    format: str = pa.Field(description="File format: csv, jsonl or parquet.")
+    format: str = pa.Field(isin=UPSTREAM_FORMATS, description="File format: csv, jsonl or parquet.")
     fetched_at: dt.datetime = pa.Field(
         description="When these bytes were first downloaded (UTC); stable across refreshes."
     )

@@ -237,6 +237,9 @@ def test_unreachable_targets_raise_clearly() -> None:
         inference_optimal_allocation(AllocationLaw(params_exp=0.5, params_coef=0.1), 2.0, 1.0)
     with pytest.raises(ValueError, match="inference_tokens"):
         inference_optimal_allocation(HOFFMANN, 2.0, -1.0)
+    # unique tokens need a data-constrained law: a clear error, not a TypeError
+    with pytest.raises(AllocationUnavailableError, match="no notion of unique tokens"):
+        break_even_inference_tokens(HOFFMANN, 8e9, 15e12, unique_tokens=1e12)
 
 
 def test_tokens_for_loss_is_nan_where_params_alone_cannot_reach_the_target() -> None:

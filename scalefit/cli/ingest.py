@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .._counts import parse_count as _parse_count
+from ..schemas.vocabulary import LOG_FORMATS
 from . import app
 from ._common import (
     ConfigOption,
@@ -27,12 +28,8 @@ if TYPE_CHECKING:
 # uses them: `import scalefit.cli` runs for every command, `scalefit fit` included.
 
 
-class LogFormat(StrEnum):
-    csv = "csv"
-    jsonl = "jsonl"
-    parquet = "parquet"
-    trainer_state = "trainer_state"
-    wandb = "wandb"
+LogFormat = StrEnum("LogFormat", {f: f for f in LOG_FORMATS})
+"""The choices of ``--format``: the vocabulary's log formats."""
 
 
 def parse_count(text: str | None) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,12 +22,15 @@ from ._common import (
     setting_help,
 )
 
+if TYPE_CHECKING:
+    from ..laws import Law
+
 DEFAULT_LAW = "besiroglu2024"
 """The law `plan` uses without --law: Besiroglu et al.'s refit of Hoffmann et al.'s approach 3
 (the printed approach-3 constants are not the optimum of their own objective)."""
 
 
-def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str, str | None]:
+def load_law(law_id: str, db: Path | None) -> tuple[Law, list[Law], str, str | None]:
     """The law ``law_id`` and its bootstrap sample laws (from ``fit_samples``, for a fitted
     law), from the store at ``db`` when the file exists, else from the curated datasets.
     Returns ``(law, sample_laws, where, caveat)`` (``caveat``: the ``laws.caveat`` column)."""
@@ -37,7 +40,7 @@ def load_law(law_id: str, db: Path | None) -> tuple[Any, list[Any], str, str | N
     from ..laws import law_from_parameters
 
     path = db or DEFAULT_DB_PATH
-    samples: list[Any] = []
+    samples: list[Law] = []
     samples_frame = None
     if path.is_file():
         with store.connect(path, read_only=True) as con:
