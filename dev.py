@@ -158,16 +158,17 @@ def mypy_command() -> list[str]:
 
 
 def lint() -> int:
-    """ruff check, ruff format --check and mypy; the first that fails gives the exit status."""
-    for argv in (
-        [str(BIN / "ruff"), "check", "."],
-        [str(BIN / "ruff"), "format", "--check", "."],
-        mypy_command(),
-    ):
-        status = subprocess.call(argv, cwd=ROOT)
-        if status:
-            return status
-    return 0
+    """ruff check, ruff format --check and mypy, each run (so one report shows every
+    problem); the exit status is the first nonzero one."""
+    statuses = [
+        subprocess.call(argv, cwd=ROOT)
+        for argv in (
+            [str(BIN / "ruff"), "check", "."],
+            [str(BIN / "ruff"), "format", "--check", "."],
+            mypy_command(),
+        )
+    ]
+    return next((s for s in statuses if s), 0)
 
 
 def main(argv: list[str]) -> int:
