@@ -125,6 +125,25 @@ def test_wheel_layout(wheel: Path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
+def test_a_wheel_built_from_the_sdist_has_the_same_files(wheel: Path, tmp_path: Path) -> None:
+    # `python -m build` makes the sdist first, then the wheel from it: the linked folders must
+    # survive that round trip (a tree walk that skips what it has seen would drop them).
+    import tarfile
+
+    from hatchling.builders.sdist import SdistBuilder
+    from hatchling.builders.wheel import WheelBuilder
+
+    (sdist,) = SdistBuilder(str(ROOT)).build(directory=str(tmp_path / "sdist"))
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (tree,) = (tmp_path / "unpacked").iterdir()
+    assert (tree / "schemas" / "__init__.py").is_file()  # the repository's folders too
+    (rebuilt,) = WheelBuilder(str(tree)).build(
+        directory=str(tmp_path / "wheel"), versions=["standard"]
+    )
+    assert sorted(zipfile.ZipFile(rebuilt).namelist()) == sorted(zipfile.ZipFile(wheel).namelist())
+
+
 def test_installed_wheel_works_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     site = _install(wheel, tmp_path / "site")
     elsewhere = tmp_path / "elsewhere"
