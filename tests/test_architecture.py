@@ -10,8 +10,9 @@ message name the offender:
 - only ``flows/`` imports Prefect;
 - directions that never reverse: laws import nothing of fitting; fitting imports nothing of the
   store (nor DuckDB); reports import nothing of fitting; loaders import nothing of fitting;
-  schemas import nothing of scalefit outside ``schemas/``. These count every import, lazy or
-  typing-only: a dependency is a dependency;
+  schemas import nothing of scalefit outside ``schemas/``; only the command line imports
+  ``flows/`` (so Prefect never reaches the library through a flow). These count every
+  import, lazy or typing-only: a dependency is a dependency;
 - size: no module over ``MAX_MODULE_LINES`` lines, no function over ``MAX_FUNCTION_LINES``
   (see the README's Development section for why these numbers).
 """
@@ -242,6 +243,7 @@ class Direction:
     sources: tuple[str, ...]
     forbidden: tuple[str, ...]
     allowed: tuple[str, ...] = ()  # exceptions inside `forbidden`
+    exempt: tuple[str, ...] = ()  # modules inside `sources` the rule does not apply to
 
 
 DIRECTIONS = [
@@ -255,12 +257,24 @@ DIRECTIONS = [
         ("scalefit",),
         allowed=("scalefit.schemas",),
     ),
+    # Prefect reaches the library only through flows/: the command line starts a flow, nothing
+    # else imports one (so `import scalefit.<anything else>` never loads Prefect).
+    Direction(
+        "only the command line imports flows",
+        ("scalefit",),
+        ("scalefit.flows",),
+        exempt=("scalefit.cli", "scalefit.flows"),
+    ),
 ]
 
 
 def _direction_cases() -> Iterator[object]:
     for direction in DIRECTIONS:
-        members = [n for n in sorted(modules()) if _in(n, direction.sources)]
+        members = [
+            n
+            for n in sorted(modules())
+            if _in(n, direction.sources) and not _in(n, direction.exempt)
+        ]
         for member in members or [direction.sources[0]]:
             yield pytest.param(direction, member, id=f"{direction.rule}: {member}")
 
@@ -277,6 +291,49 @@ def test_import_direction(direction: Direction, module: str) -> None:
         if _in(i.target, direction.forbidden) and not _in(i.target, direction.allowed)
     ]
     assert not bad, f"{direction.rule}: " + "; ".join(bad)
+
+
+@cache
+def loaded_by(name: str) -> dict[str, list[str]]:
+    """Every module that ``import name`` loads (module-level runtime imports, followed), with
+    the chain of imports that gets there; external modules by their top-level name."""
+    chains: dict[str, list[str]] = {name: [name]}
+    stack = [name]
+    while stack:
+        here = stack.pop()
+        for i in imports(here):
+            if i.lazy or i.typing_only:
+                continue
+            target = i.target if i.internal else i.target.split(".")[0]
+            if target not in chains:
+                chains[target] = [*chains[here], target]
+                if i.internal:
+                    stack.append(target)
+    return chains
+
+
+TRANSITIVE = [d for d in DIRECTIONS if d.forbidden in (FITTING, STORE)]
+"""Directions that also hold for what an import loads: importing laws, a loader or a report
+never loads fitting, importing fitting never loads the store or DuckDB."""
+
+
+def _transitive_cases() -> Iterator[object]:
+    for direction in TRANSITIVE:
+        members = [n for n in sorted(modules()) if _in(n, direction.sources)]
+        for member in members or [direction.sources[0]]:
+            yield pytest.param(direction, member, id=f"{direction.rule}, loaded: {member}")
+
+
+@pytest.mark.parametrize(("direction", "module"), list(_transitive_cases()))
+def test_import_direction_of_what_is_loaded(direction: Direction, module: str) -> None:
+    assert module in modules(), f"{module} does not exist: '{direction.rule}' guards nothing"
+    chains = loaded_by(module)
+    bad = [
+        " -> ".join(chain)
+        for target, chain in sorted(chains.items())
+        if _in(target, direction.forbidden) and not _in(target, direction.sources)
+    ]
+    assert not bad, f"{direction.rule}, but importing {module} loads: " + "; ".join(bad)
 
 
 # --- size ----------------------------------------------------------------------------------
