@@ -3,7 +3,7 @@
 
     python3 dev.py refresh [OPTIONS]   # load the curated data, fit, compare, write reports
     python3 dev.py test [PYTEST ARGS]  # the whole test suite
-    python3 dev.py lint                # ruff check and ruff format --check
+    python3 dev.py lint                # ruff check, ruff format --check, mypy
     python3 dev.py COMMAND ...         # any other `scalefit` command, e.g. `sql "select 1"`
 
 The environment is (re)installed only when ``pyproject.toml`` changed since the last run.
@@ -119,6 +119,58 @@ def test_environment() -> dict[str, str]:
     return env
 
 
+# Modules that still had mypy errors on main at dce417e, while issue 13's redesign rewrites
+# them; every other module (new ones included) is type-checked. The merge of the redesign
+# empties this set, and `dev.py lint` then runs plain `mypy` (pyproject.toml: all of
+# scalefit/, schemas/ and flows/).
+MYPY_PENDING = {
+    "scalefit/_optim.py",
+    "scalefit/_readers.py",
+    "scalefit/cli/_common.py",
+    "scalefit/cli/core.py",
+    "scalefit/curated.py",
+    "scalefit/fit.py",
+    "scalefit/flows/refresh.py",
+    "scalefit/flows/serve.py",
+    "scalefit/ingest.py",
+    "scalefit/laws.py",
+    "scalefit/plan.py",
+    "scalefit/plots.py",
+    "scalefit/report.py",
+    "scalefit/reproduce.py",
+    "scalefit/store.py",
+}
+
+
+def mypy_command() -> list[str]:
+    """mypy on scalefit (with schemas/ and flows/ through its links), less MYPY_PENDING; the
+    modules left out are still read for the types they export, their errors are not shown."""
+    if not MYPY_PENDING:
+        return [str(BIN / "mypy")]
+    files = sorted(
+        path.relative_to(ROOT).as_posix()
+        for folder, _, names in os.walk(ROOT / "scalefit", followlinks=True)
+        for path in (Path(folder) / name for name in names if name.endswith(".py"))
+        if "__pycache__" not in path.parts
+    )
+    checked = [f for f in files if f not in MYPY_PENDING]
+    return [str(BIN / "mypy"), "--follow-imports=silent", *checked]
+
+
+def lint() -> int:
+    """ruff check, ruff format --check and mypy, each run (so one report shows every
+    problem); the exit status is the first nonzero one."""
+    statuses = [
+        subprocess.call(argv, cwd=ROOT)
+        for argv in (
+            [str(BIN / "ruff"), "check", "."],
+            [str(BIN / "ruff"), "format", "--check", "."],
+            mypy_command(),
+        )
+    ]
+    return next((s for s in statuses if s), 0)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
@@ -132,9 +184,7 @@ def main(argv: list[str]) -> int:
             env.setdefault("SCALEFIT_DUCKDB14_PYTHON", str(compat))
         return subprocess.call([str(PY), "-m", "pytest", *parallel(rest), *rest], cwd=ROOT, env=env)
     if command == "lint":
-        return subprocess.call([str(BIN / "ruff"), "check", "."], cwd=ROOT) or subprocess.call(
-            [str(BIN / "ruff"), "format", "--check", "."], cwd=ROOT
-        )
+        return lint()
     return subprocess.call([str(BIN / "scalefit"), command, *rest], env=command_environment())
 
 

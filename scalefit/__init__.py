@@ -2,19 +2,14 @@
 
 The design card keeps ``schemas/``, ``flows/`` and ``datasets/`` as top-level folders of the
 repository, while the wheel ships them inside this package (``scalefit.schemas`` …) so that an
-installed scalefit never claims the generic top-level names ``schemas`` or ``flows``. From a
-clone (or an editable install) those folders sit next to this package, so the repository root
-is added to this package's search path: ``import scalefit.schemas`` then works in both layouts.
+installed scalefit never claims the generic top-level names ``schemas`` or ``flows``. In the
+repository, ``scalefit/schemas``, ``scalefit/flows`` and ``scalefit/datasets`` are relative
+symbolic links to those folders: the clone, the editable install and the wheel all resolve
+``scalefit.schemas`` the same way, with nothing added to the package path at import time
+(see CONTRIBUTING.md, "Packaging").
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-
-_here = Path(__file__).resolve().parent
-_root = _here.parent
-if not (_here / "schemas").is_dir() and (_root / "schemas" / "__init__.py").is_file():
-    __path__.append(str(_root))
 
 __all__ = ["__version__"]
 

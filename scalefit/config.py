@@ -319,7 +319,8 @@ def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError
 
 def _validate(values: dict[str, Any], origins: Mapping[str, str], source: Path | None) -> Settings:
     try:
-        settings = Settings(**values, **({} if source is None else {"source": source}))
+        where: dict[str, Any] = {} if source is None else {"source": source}
+        settings = Settings(**values, **where)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = str(err["loc"][0]) if err["loc"] else ""
