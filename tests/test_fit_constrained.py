@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import check_grad
 
 from scalefit.errors import FitError
-from scalefit.fit_constrained import _predict_grad, fit_data_constrained
+from scalefit.fit.constrained import _predict_grad, fit_data_constrained
 from scalefit.laws import (
     DataConstrainedLaw,
     data_constrained_loss,

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from . import _optim
-from .errors import FitError
-from .fit import (
+from .. import _optim
+from ..errors import FitError
+from . import (
     BootstrapMap,
     ConvergenceWarning,
     LawFit,
@@ -47,7 +47,7 @@ from .fit import (
     _law_fit,
     fit_chinchilla,
 )
-from .laws import DataConstrainedLaw
+from ..laws import DataConstrainedLaw
 
 __all__ = ["fit_data_constrained"]
 

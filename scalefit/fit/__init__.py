@@ -64,10 +64,10 @@ import polars as pl
 
 import scalefit
 
-from . import _optim
-from ._names import LAW_NAMES  # defined there so that the CLI lists them without numpy
-from .errors import FitError
-from .laws import (
+from .. import _optim
+from .._names import LAW_NAMES  # defined there so that the CLI lists them without numpy
+from ..errors import FitError
+from ..laws import (
     AllocationLaw,
     ChinchillaLaw,
     DownstreamErrorLaw,
@@ -833,7 +833,7 @@ def _json(obj: Any) -> str:
             return o.tolist()
         return str(o)
 
-    from ._json import finite
+    from .._json import finite
 
     return json.dumps(finite(json.loads(json.dumps(obj, default=default))), sort_keys=True)
 
@@ -1938,7 +1938,7 @@ def fit_named(
         "bootstrap_map": bootstrap_map,
     }
     if form == "data_constrained":
-        from .fit_constrained import fit_data_constrained
+        from .constrained import fit_data_constrained
 
         return fit_data_constrained(data, **common)
     return fit_law(data, law=form, **common)
@@ -2017,7 +2017,7 @@ def select_points(
         observation's ids, tokens and FLOPs from the observation, else from the run;
         ``unique_tokens`` from the run (for the data-constrained law).
     """
-    from . import store
+    from .. import store
 
     ids = store.run_ids_where(con, where) if where and where.strip() else None
     if run_ids is not None:
@@ -2131,7 +2131,7 @@ def save_fit(
     str
         The fit id.
     """
-    from . import store
+    from .. import store
 
     if selection is None:
         selection = describe_input(input) if input is not None else ""
