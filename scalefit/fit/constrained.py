@@ -116,6 +116,7 @@ def _predict_grad_raw(
 
 def constrained_model(pts: _Points) -> _optim.GenericModel:
     """The data-constrained ``log L_hat`` of ``pts`` (which carry ``unique`` tokens)."""
+    assert pts.unique is not None  # read by as_constrained_points
     # A partial (not a lambda), so that the objective pickles for parallel bootstrap jobs.
     return _optim.GenericModel(
         7,

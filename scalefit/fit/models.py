@@ -121,6 +121,7 @@ def _downstream_predict_grad(theta: np.ndarray, x: np.ndarray) -> tuple[np.ndarr
 
 def downstream_model(pts: _Points) -> _optim.GenericModel:
     """Gadre et al.'s ``log Err(L)``."""
+    assert pts.x is not None  # read with target="error"
     return _optim.GenericModel(3, functools.partial(_downstream_predict_grad, x=pts.x))
 
 
@@ -164,7 +165,7 @@ def downstream_estimates(t: np.ndarray) -> Estimates:
 
 
 def grid_single(irreducible: bool) -> np.ndarray:
-    rows = []
+    rows: list[tuple[float, ...]] = []
     for alpha in (0.05, 0.1, 0.2, 0.4, 0.8):
         for log_xc in (10.0, 20.0, 30.0, 40.0, 50.0, 60.0):
             if irreducible:

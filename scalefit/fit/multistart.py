@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .. import _optim
 from .diagnostics import identifiability
@@ -81,10 +82,10 @@ class _Runs:
 
     theta: np.ndarray
     f: np.ndarray
-    conv: np.ndarray
+    conv: NDArray[np.bool_]
     count: np.ndarray  # starts each representative row stands for
-    keep: np.ndarray  # representatives (and non-finite rows)
-    abandoned: np.ndarray
+    keep: NDArray[np.bool_]  # representatives (and non-finite rows)
+    abandoned: NDArray[np.bool_]
     n_merged: int = 0
 
     def merge(self, rows: np.ndarray) -> np.ndarray:
@@ -111,7 +112,7 @@ def _first_pass(
     runs = _Runs(
         first.theta.copy(),
         f,
-        first.converged.copy(),
+        np.array(first.converged, dtype=bool),  # a copy
         np.ones(f.size),
         finite.copy(),
         np.zeros(f.size, dtype=bool),
@@ -141,7 +142,7 @@ def _continue(space: SearchSpace, obj: _optim.HuberObjective, runs: _Runs, w: np
             obj, runs.theta[cont], w, space.lower, space.upper, max_iter=10, rtol=RTOL
         )
         runs.theta[cont], f[cont], runs.conv[cont] = more.theta, more.objective, more.converged
-        going = ~more.converged & (more.n_iter >= 10)
+        going = ~np.asarray(more.converged, dtype=bool) & (more.n_iter >= 10)
         certified = runs.conv & runs.keep & np.isfinite(f)
         if certified.any():
             # A start still above the best certified objective that, descending at the rate

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -56,6 +56,15 @@ FittedLaw = (
 )
 """The laws a fit produces (typed by the concrete classes until ``scalefit.laws`` has its
 ``Law`` protocol)."""
+
+
+def _method(law: FittedLaw, name: str) -> Callable[..., Any]:
+    """``law.<name>`` (``loss``, ``allocation``), or a :class:`FitError` naming the law form
+    that has none (an allocation law predicts no loss; a downstream law no allocation)."""
+    method = getattr(law, name, None)
+    if method is None:
+        raise FitError(f"a {law.form} law has no {name}")
+    return method  # type: ignore[no-any-return]
 
 
 class ConvergenceWarning(UserWarning):
@@ -165,10 +174,7 @@ class LawFit:
 
     def predict(self, params: Any, tokens: Any) -> np.ndarray:
         """Predicted loss of the fitted law."""
-        loss = getattr(self.law, "loss", None)
-        if loss is None:
-            raise FitError(f"a {self.law.form} law predicts no loss")
-        return np.asarray(loss(params, tokens))
+        return np.asarray(_method(self.law, "loss")(params, tokens))
 
     def sample_laws(self) -> list[FittedLaw]:
         """One law per bootstrap resample (those that converged)."""
@@ -198,7 +204,7 @@ class LawFit:
         FitError
             The fit has no bootstrap samples.
         """
-        preds = [law.loss(params, tokens) for law in self.sample_laws()]
+        preds = [_method(law, "loss")(params, tokens) for law in self.sample_laws()]
         return self._interval(preds, confidence_level)
 
     def allocation_interval(
@@ -206,7 +212,7 @@ class LawFit:
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Percentile bootstrap intervals of the compute-optimal ``params`` and ``tokens``
         at ``flops``."""
-        allocs = [law.allocation(flops) for law in self.sample_laws()]
+        allocs = [_method(law, "allocation")(flops) for law in self.sample_laws()]
         return {
             "params": self._interval([a.params for a in allocs], confidence_level),
             "tokens": self._interval([a.tokens for a in allocs], confidence_level),
