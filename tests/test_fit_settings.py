@@ -79,6 +79,11 @@ def test_allocation_fits_refuse_settings_they_do_not_use() -> None:
         fit_named(curves, "envelope", settings=FitSettings(delta=1e-2))
     with pytest.raises(FitError, match="resamples points, not 'params'"):
         fit_isoflop(iso, resample="params")
+    # one point per run: resampling points within budgets is resampling runs
+    by_run = iso.with_columns(run_id=pl.int_range(iso.height).cast(pl.String))
+    assert fit_isoflop(by_run, resample="runs", n_bootstrap=3).n_bootstrap == 3
+    with pytest.raises(FitError, match="each run gives one point"):
+        fit_isoflop(by_run.with_columns(run_id=pl.lit("r")), resample="runs")
     with pytest.raises(FitError, match="resamples runs, not 'params'"):
         fit_envelope(curves, resample="params")
     # the defaults, and the envelope's own unit, are accepted; the rest is passed on

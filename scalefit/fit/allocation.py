@@ -29,8 +29,9 @@ largest), and keeping those budgets biases ``a`` (on noise-free curves of a know
 than :data:`ENVELOPE_MIN_SIZES` model sizes.
 
 Both are least-squares lines, always solved exactly: they take no Huber ``delta``, and their
-bootstrap unit is their own (points within budgets; runs), so a ``delta`` or ``resample``
-setting other than the default (``runs`` for the envelope) is refused, not ignored.
+bootstrap unit is their own (points within budgets; runs), so a ``delta``, or a ``resample``
+they cannot honour (``params``; ``runs`` for an IsoFLOP fit whose runs give several points),
+is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -213,8 +214,14 @@ def fit_isoflop(
         ``delta`` or ``resample`` the procedure does not use.
     """
     s = FitSettings.of(settings, **options)
-    _applicable("isoflop", s, ("points",))
+    _applicable("isoflop", s, ("runs", "points"))
     pts = as_points(data, need=("params", "flops"))
+    if s.resample == "runs" and pts.run_id is not None and np.unique(pts.run_id).size < pts.n:
+        raise FitError(
+            "an isoflop fit's bootstrap resamples points within budgets, which is resampling "
+            "runs only when each run gives one point; these runs give several: use "
+            "resample='points'"
+        )
     groups = budget_groups(pts.flops, s.budget_rtol)
     log_n, log_c = np.log(pts.params), np.log(pts.flops)
     xs, ys, rows = _isoflop_minima(log_n, pts.loss, groups, log_c, np.ones(pts.n))
