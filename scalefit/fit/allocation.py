@@ -191,6 +191,19 @@ def _isoflop_samples(pts: _Points, groups: np.ndarray, s: FitSettings, width: in
     return out
 
 
+def _isoflop_points(data: PointsLike, s: FitSettings) -> _Points:
+    """The points of an IsoFLOP fit, refusing settings it cannot honour."""
+    _applicable("isoflop", s, ("runs", "points"))
+    pts = as_points(data, need=("params", "flops"))
+    if s.resample == "runs" and pts.run_id is not None and np.unique(pts.run_id).size < pts.n:
+        raise FitError(
+            "an isoflop fit's bootstrap resamples points within budgets, which is resampling "
+            "runs only when each run gives one point; these runs give several: use "
+            "resample='points'"
+        )
+    return pts
+
+
 def fit_isoflop(
     data: PointsLike, *, settings: FitSettings | None = None, **options: Unpack[FitOptions]
 ) -> LawFit:
@@ -214,14 +227,7 @@ def fit_isoflop(
         ``delta`` or ``resample`` the procedure does not use.
     """
     s = FitSettings.of(settings, **options)
-    _applicable("isoflop", s, ("runs", "points"))
-    pts = as_points(data, need=("params", "flops"))
-    if s.resample == "runs" and pts.run_id is not None and np.unique(pts.run_id).size < pts.n:
-        raise FitError(
-            "an isoflop fit's bootstrap resamples points within budgets, which is resampling "
-            "runs only when each run gives one point; these runs give several: use "
-            "resample='points'"
-        )
+    pts = _isoflop_points(data, s)
     groups = budget_groups(pts.flops, s.budget_rtol)
     log_n, log_c = np.log(pts.params), np.log(pts.flops)
     xs, ys, rows = _isoflop_minima(log_n, pts.loss, groups, log_c, np.ones(pts.n))
