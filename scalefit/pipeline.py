@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compare, curated, ingest, report, store, studies, study_reports, upstream
+from . import compare, curated, fit_store, ingest, report, store, studies, study_reports, upstream
 from . import fit as fitting
 from .errors import FitError
 
@@ -155,7 +155,7 @@ def fit_project(
     nothing new (the fit id is derived from both).
     """
     with store.connect_locked(db_path) as con:
-        points = fitting.select_points(con, where=where, project=project)
+        points = fit_store.select_points(con, where=where, project=project)
     try:
         result = fitting.fit_named(
             points,
@@ -181,8 +181,8 @@ def fit_project(
             [law_id, result.fit_id],
         )
         if not current:
-            record = fitting.store_input(points, predicate=where, project=project)
-            fitting.save_fit(con, result, input=record, points=points, law_id=law_id)
+            record = fit_store.store_input(points, predicate=where, project=project)
+            fit_store.save_fit(con, result, input=record, points=points, law_id=law_id)
     status = "unchanged" if current else "fitted"
     message = f"{result.n_points} points; objective {result.objective:.4g}" + (
         "" if result.converged else "; NOT converged (see fits.diagnostics)"

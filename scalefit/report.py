@@ -324,7 +324,7 @@ def _fit_points(
     points' ids in ``fit_points``, or from its file while the file still has the sha256
     recorded. None, with a log note, when they cannot be had; a fit saved before scalefit
     kept that record has only SQL text in ``selection``, which is never run."""
-    from . import fit as fitting
+    from . import fit_store
 
     if record is None:
         log.warning(
@@ -338,8 +338,8 @@ def _fit_points(
         return store.query(con, FIT_POINTS_SQL, [fit_id])
     path = Path(str(info.get("path", "")))
     if info.get("source") == "file" and path.is_file():
-        if fitting.file_input(path).get("sha256") == info.get("sha256"):
-            return fitting.read_points(path)
+        if fit_store.file_input(path).get("sha256") == info.get("sha256"):
+            return fit_store.read_points(path)
     log.warning("fit %s: its file %s is gone or changed; its data plot is skipped", fit_id, path)
     return None
 

@@ -179,7 +179,7 @@ def _store_runs(db_path: Path) -> None:
 
 
 def test_fit_from_the_store_saves_to_fits_and_laws(db_path: Path):
-    from scalefit.fit import select_points
+    from scalefit.fit_store import select_points
 
     _store_runs(db_path)
     with store.connect_locked(db_path) as con:

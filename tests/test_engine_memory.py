@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from scalefit import _optim
-from scalefit.fit import FORMS, _as_points, _joint_predict_grad, fit_law, hoffmann_grid
+from scalefit.fit import FORMS, fit_law, hoffmann_grid
+from scalefit.fit.models import _joint_predict_grad
+from scalefit.fit.points import as_points as _as_points
 from scalefit.laws import chinchilla_loss
 
 TRUE = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}

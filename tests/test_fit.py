@@ -16,7 +16,6 @@ from scalefit.errors import FitError
 from scalefit.fit import (
     FORMS,
     ConvergenceWarning,
-    _as_points,
     extrapolation_score,
     fit_chinchilla,
     fit_envelope,
@@ -25,6 +24,7 @@ from scalefit.fit import (
     fit_law,
     hoffmann_grid,
 )
+from scalefit.fit.points import as_points as _as_points
 from scalefit.laws import chinchilla_loss
 
 TRUE = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
@@ -137,7 +137,7 @@ def test_warm_started_bootstrap_refits_reach_the_cold_optimum():
     data = chinchilla_data(4, n=120)
     fit = fit_chinchilla(data, starts=STARTS, n_bootstrap=4, seed=11)
     rng = np.random.default_rng(11)
-    from scalefit.fit import _bootstrap_weights
+    from scalefit.fit.bootstrap import _bootstrap_weights
 
     W = _bootstrap_weights(_as_points(data, need=("params", "tokens")), "points", 4, rng)
     for b in range(4):
@@ -266,7 +266,7 @@ def test_envelope_intervals_cover_the_truth_on_noisy_curves():
 def test_envelope_smooths_each_curve_and_keeps_its_middle():
     # log loss exactly cubic in log FLOPs plus noise of +/-0.01 alternating: the cubic fit
     # returns the cubic up to the noise's projection, and only the middle 60% is kept
-    from scalefit.fit import _as_points, _envelope_curves
+    from scalefit.fit.allocation import _envelope_curves
 
     log_c = np.linspace(40.0, 50.0, 41)
 

@@ -1,6 +1,9 @@
-"""Fitting Muennighoff et al.'s data-constrained law (``scalefit.fit_constrained``)."""
+"""Fitting Muennighoff et al.'s data-constrained law (``scalefit.fit.constrained``)."""
 
 from __future__ import annotations
+
+import re
+import warnings
 
 import numpy as np
 import polars as pl
@@ -8,7 +11,8 @@ import pytest
 from scipy.optimize import check_grad
 
 from scalefit.errors import FitError
-from scalefit.fit_constrained import _predict_grad, fit_data_constrained
+from scalefit.fit import ConvergenceWarning, fit_data_constrained
+from scalefit.fit.constrained import _predict_grad
 from scalefit.laws import (
     DataConstrainedLaw,
     data_constrained_loss,
@@ -138,3 +142,46 @@ def test_data_constrained_law_through_the_store_and_the_cli(tmp_path, db_path) -
     assert est["R_D_star"] == pytest.approx(TRUE["R_D_star"], rel=0.1)
     assert est["R_N_star"] == pytest.approx(TRUE["R_N_star"], rel=0.1)
     assert est["alpha"] == pytest.approx(TRUE["alpha"], rel=0.05)
+
+
+def test_the_fit_has_the_drivers_diagnostics_like_every_form(fitted) -> None:
+    """The data-constrained fit runs on the one multi-start driver: it reports the basin
+    spread, bound hits and the scaled Hessian's condition (as fit_law's forms do)."""
+    d = fitted.diagnostics
+    for key in ("n_basins", "second_best_objective", "other_basin_objectives", "on_bound"):
+        assert key in d
+    assert d["n_starts"] == 5 * 36  # the base fit's optimum and 4 fixed bases x 6 x 6
+    assert 1 <= d["n_best_basin"] <= d["n_starts"]
+    assert d["n_converged_starts"] + d["n_unfinished_starts"] == d["n_starts"]
+    assert 1.0 <= d["hessian_condition"] < 1e8 and d["on_bound"] == []
+    assert d["n_repeated_runs"] > 0
+    assert set(d["theta"]) == {
+        "a", "b", "e", "alpha", "beta", "log_R_D_star", "log_R_N_star"
+    }  # fmt: skip
+
+
+def test_an_unidentifiable_decay_constant_is_named_in_a_warning() -> None:
+    """No run has more parameters than its unique data can use (``N < U_N`` everywhere), so
+    ``R_N*`` does not enter the loss: the identifiability warning names it."""
+    n, d, u = (
+        g.ravel()
+        for g in np.meshgrid(
+            np.geomspace(1e7, 1e8, 5), np.geomspace(1e10, 1e12, 4), np.geomspace(1e10, 1e12, 4)
+        )
+    )
+    u_n = unique_params(np.minimum(u, d), TRUE["A"], TRUE["B"], TRUE["alpha"], TRUE["beta"])
+    assert (n < u_n).all() and (u < d).any()
+    loss = data_constrained_loss(n, d, u, **TRUE)
+    data = {"params": n, "tokens": d, "unique_tokens": u, "loss": loss}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fit = fit_data_constrained(data, starts=[[6, 7, 0.5, 0.4, 0.4, 2.0, 2.0]])
+    assert any(
+        w.category is ConvergenceWarning
+        and re.search("barely constrain .*log_R_N_star", str(w.message))
+        for w in caught
+    )
+    assert not fit.diagnostics["hessian_condition"] < 1e8
+    assert any("log_R_N_star" in w for w in fit.warnings)
+    # R_D* still comes out: the repeated data constrain it
+    assert fit.estimates["R_D_star"] == pytest.approx(TRUE["R_D_star"], rel=1e-3)

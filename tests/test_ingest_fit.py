@@ -80,7 +80,7 @@ def test_fit_approach_3_through_the_cli(tmp_path: Path, db_path: Path) -> None:
 def test_a_run_logged_only_before_training_is_no_point(tmp_path: Path, db_path: Path) -> None:
     """A step-0 eval (tokens = 0, accepted at ingest) is not a point on a law: a run that has
     only that one is left out of the fit's points instead of failing the fit."""
-    from scalefit.fit import select_points
+    from scalefit.fit_store import select_points
 
     _sweep(tmp_path / "logs")
     early = tmp_path / "logs" / "run-early"

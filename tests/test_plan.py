@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from scalefit import store
 from scalefit.cli import app
-from scalefit.fit import fit_chinchilla, save_fit
+from scalefit.fit import fit_chinchilla
+from scalefit.fit_store import save_fit
 from scalefit.laws import (
     ChinchillaLaw,
     DataConstrainedLaw,

@@ -18,7 +18,7 @@ from scalefit import fit as fitting
 from scalefit import store
 from scalefit.config import load_settings
 from scalefit.errors import ConfigError
-from scalefit.fit_constrained import fit_data_constrained
+from scalefit.fit import fit_data_constrained
 from scalefit.laws import (
     chinchilla_loss,
     data_constrained_loss,

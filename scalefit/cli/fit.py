@@ -121,6 +121,7 @@ def fit_command(
     --where from the store. Prints the estimates, intervals and diagnostics.
     """
     from .. import fit as fitting
+    from .. import fit_store
     from ..errors import FitError
 
     settings = read_settings(
@@ -141,16 +142,16 @@ def fit_command(
             f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
         )
     if input is not None:
-        data = fitting.read_points(input)
-        record = fitting.file_input(input)
+        data = fit_store.read_points(input)
+        record = fit_store.file_input(input)
     else:
         from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
 
         # --where is a user's SQL: checked, then evaluated on the locked read-only
         # connection; only the matching ids travel on (never the text).
         with store.connect_locked(db_path) as con:
-            data = fitting.select_points(con, where=where, metric=metric)
-        record = fitting.store_input(data, predicate=where)
+            data = fit_store.select_points(con, where=where, metric=metric)
+        record = fit_store.store_input(data, predicate=where)
         if data.height == 0:
             selection = f"runs matching {where!r}" if where else "runs"
             raise FitError(
@@ -189,7 +190,7 @@ def fit_command(
         from ..compare import refresh_comparisons
 
         with store.connect(db_path) as con:
-            fitting.save_fit(con, result, input=record, points=data if input is None else None)
+            fit_store.save_fit(con, result, input=record, points=data if input is None else None)
             # The saved law is compared at once, so `scalefit sql` and the reports agree.
             refresh_comparisons(con)
     if as_json:

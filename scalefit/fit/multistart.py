@@ -1,0 +1,264 @@
+"""The one multi-start driver, used by every nonlinear form (the data-constrained one too).
+
+Every start of a grid is run at once as a numpy batch by the damped Newton engine
+(:mod:`scalefit._optim`) for a few iterations; rows whose iterates coincide are merged; the
+promising unfinished ones are run to certified convergence in rounds; the end points are
+grouped into basins; the best is polished to certified convergence. :func:`search` then
+analyses the optimum: convergence, bound hits, identifiability (:mod:`.diagnostics`), and
+records the basin spread (how many starts reached the best basin, the next basin's
+objective and estimates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import _optim
+from .diagnostics import identifiability
+
+__all__ = ["RTOL", "Optimum", "SearchSpace", "search", "solve_grid"]
+
+RTOL = 1e-14  # Newton decrement / objective at which a fit counts as converged
+_BASIN_RTOL = 1e-7  # relative objective gap within which two end points are one basin
+_N_CONTINUED = 16  # unfinished starts beyond the near-best ones run on to convergence
+_MAX_ROUNDS = 50  # rounds of 10 iterations a continued start gets before it is abandoned
+
+
+class SearchSpace(Protocol):
+    """What the driver needs of a form: its box, parameter names and estimates."""
+
+    @property
+    def lower(self) -> np.ndarray: ...
+
+    @property
+    def upper(self) -> np.ndarray: ...
+
+    @property
+    def theta_names(self) -> tuple[str, ...]: ...
+
+    def estimates(self, theta: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def _basins(objective: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
+    """Group end points into basins (same objective within a relative tolerance and the same
+    parameters within 1e-4), best first; each basin is an index array."""
+    order = np.argsort(objective, kind="stable")
+    order = order[np.isfinite(objective[order])]
+    basins: list[np.ndarray] = []
+    while order.size:
+        lead = order[0]
+        same = (
+            np.abs(objective[order] - objective[lead]) <= _BASIN_RTOL * abs(objective[lead])
+        ) & (
+            np.abs(theta[order] - theta[lead]).max(axis=1) <= 1e-4 * (1 + np.abs(theta[lead]).max())
+        )
+        basins.append(order[same])
+        order = order[~same]
+    return basins
+
+
+def _merge(theta: np.ndarray, f: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Indices of representatives after merging rows whose iterates coincide (every
+    parameter within 1e-6 of the other's scale, objective within 1e-9 relative): from the
+    same point a deterministic optimizer takes the same path, so one row stands for all and
+    carries their count (added into ``count`` in place)."""
+    scale = 1e-6 * (1.0 + np.abs(theta))
+    key = np.concatenate(
+        [np.round(theta / scale).astype(np.int64), np.round(np.log(f) / 1e-9)[:, None]], axis=1
+    ).astype(np.int64)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=count, minlength=first.size)
+    count[first] = sums
+    return np.sort(first)
+
+
+@dataclass
+class _Runs:
+    """The state of every start's row during the search."""
+
+    theta: np.ndarray
+    f: np.ndarray
+    conv: NDArray[np.bool_]
+    count: np.ndarray  # starts each representative row stands for
+    keep: NDArray[np.bool_]  # representatives (and non-finite rows)
+    abandoned: NDArray[np.bool_]
+    n_merged: int = 0
+
+    def merge(self, rows: np.ndarray) -> np.ndarray:
+        """Merge coinciding ``rows``; the representatives (the others stop being kept)."""
+        c = self.count[rows]
+        sel = _merge(self.theta[rows], self.f[rows], c)
+        self.count[rows] = c
+        gone = np.setdiff1d(np.arange(rows.size), sel)
+        self.keep[rows[gone]] = False
+        self.n_merged += gone.size
+        return rows[sel]
+
+
+def _first_pass(
+    space: SearchSpace, obj: _optim.HuberObjective, starts: np.ndarray, w: np.ndarray, it: int
+) -> _Runs:
+    # Phase 1 certifies at a looser 1e-10 (the basin is found); the best end point is then
+    # polished to RTOL.
+    first = _optim.minimize_chunked(
+        obj, starts, w, space.lower, space.upper, max_iter=it, rtol=1e-10
+    )
+    f = first.objective.copy()
+    finite = np.isfinite(f) & (f > 0)
+    runs = _Runs(
+        first.theta.copy(),
+        f,
+        np.array(first.converged, dtype=bool),  # a copy
+        np.ones(f.size),
+        finite.copy(),
+        np.zeros(f.size, dtype=bool),
+    )
+    runs.merge(np.flatnonzero(finite))
+    runs.keep |= ~finite
+    return runs
+
+
+def _continue(space: SearchSpace, obj: _optim.HuberObjective, runs: _Runs, w: np.ndarray) -> None:
+    """Run the promising unfinished rows (objective within 10% of the best so far, and the
+    best 16 others) to certified convergence in rounds of 10 iterations; abandon the rest."""
+    open_rows = np.flatnonzero(runs.keep & ~runs.conv)
+    if not open_rows.size:
+        return
+    f = runs.f
+    fmin = np.nanmin(f[runs.keep])
+    near = open_rows[f[open_rows] <= fmin + 0.1 * abs(fmin)]
+    rest = np.setdiff1d(open_rows, near)
+    cont = np.concatenate([near, rest[np.argsort(f[rest])[:_N_CONTINUED]]])
+    runs.abandoned[np.setdiff1d(open_rows, cont)] = True
+    for round_ in range(_MAX_ROUNDS):
+        if cont.size == 0:
+            break
+        f_before = f[cont]
+        more = _optim.minimize_chunked(
+            obj, runs.theta[cont], w, space.lower, space.upper, max_iter=10, rtol=RTOL
+        )
+        runs.theta[cont], f[cont], runs.conv[cont] = more.theta, more.objective, more.converged
+        going = ~np.asarray(more.converged, dtype=bool) & (more.n_iter >= 10)
+        certified = runs.conv & runs.keep & np.isfinite(f)
+        if certified.any():
+            # A start still above the best certified objective that, descending at the rate
+            # of its last round, could not get below it within the rounds left would only be
+            # abandoned at the end: abandon it now.
+            gap = more.objective - f[certified].min()
+            gain = f_before - more.objective
+            hopeless = (gap > 0) & (gap > gain * (_MAX_ROUNDS - 1 - round_))
+            runs.abandoned[cont[going & hopeless]] = True
+            going &= ~hopeless
+        cont = cont[going]
+        if cont.size > 1:
+            cont = runs.merge(cont)
+    runs.abandoned[cont] = True
+
+
+def _ranked_basins(runs: _Runs) -> list[np.ndarray]:
+    """Basins of the end points, best first. The best point wins whether or not its start
+    finished: a certified but worse basin must never be preferred to a lower objective."""
+    ok = runs.conv & runs.keep
+    pool = np.flatnonzero(ok)
+    if pool.size:
+        # Unfinished points count only where they beat every certified one (to 1e-9).
+        f = runs.f
+        better = runs.keep & ~runs.conv & np.isfinite(f) & (f < f[pool].min() * (1 - 1e-9))
+        pool = np.concatenate([pool, np.flatnonzero(better)])
+    else:
+        pool = np.flatnonzero(runs.keep & np.isfinite(runs.f))
+    return [pool[b] for b in _basins(runs.f[pool], runs.theta[pool])]
+
+
+def _spread(
+    space: SearchSpace, runs: _Runs, basins: list[np.ndarray], n_starts: int, it: int
+) -> dict[str, Any]:
+    """Diagnostics of the search: starts, merges, basins, the next basin."""
+    f, count, i = runs.f, runs.count, int(basins[0][0])
+    second = basins[1][0] if len(basins) > 1 else None
+    n_conv = int(count[runs.conv & runs.keep].sum())
+    return {
+        "n_starts": n_starts,
+        "n_converged_starts": n_conv,
+        "n_unfinished_starts": n_starts - n_conv,
+        "n_abandoned_starts": int(count[runs.abandoned & runs.keep].sum()),
+        "n_merged_starts": runs.n_merged,
+        "n_best_basin": int(count[basins[0]].sum()),
+        "n_basins": len(basins),
+        "second_best_objective": None if second is None else float(f[second]),
+        "second_best_relative_gap": (
+            None if second is None else float((f[second] - f[i]) / max(abs(f[i]), 1e-300))
+        ),
+        "second_best_estimates": (
+            None
+            if second is None
+            else {k: float(v[0]) for k, v in space.estimates(runs.theta[second]).items()}
+        ),
+        "other_basin_objectives": [float(f[b[0]]) for b in basins[1:6]],
+        "grid_iterations_cap": it,
+    }
+
+
+def solve_grid(
+    space: SearchSpace, obj: _optim.HuberObjective, starts: np.ndarray, *, max_iter: int
+) -> tuple[_optim.BatchResult, dict[str, Any]]:
+    """Run every start as one batch for ``max_iter`` iterations, continue the promising
+    ones to certified convergence, group the end points into basins and polish the best.
+
+    Counts are kept per representative, so the diagnostics count starts, not rows:
+    ``n_best_basin`` is the number of starts whose path ended in the best basin."""
+    w = np.ones(obj.y.size)
+    runs = _first_pass(space, obj, starts, w, max_iter)
+    _continue(space, obj, runs, w)
+    basins = _ranked_basins(runs)
+    i = int(basins[0][0])
+    res = _optim.minimize_batch(
+        obj, runs.theta[i : i + 1], w, space.lower, space.upper, max_iter=2000, rtol=RTOL
+    )
+    return res, _spread(space, runs, basins, int(starts.shape[0]), max_iter)
+
+
+@dataclass
+class Optimum:
+    """The certified optimum of a multi-start search, with what was found about it."""
+
+    theta: np.ndarray
+    objective: float
+    converged: bool
+    diagnostics: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def search(
+    space: SearchSpace, obj: _optim.HuberObjective, starts: np.ndarray, *, max_iter: int
+) -> Optimum:
+    """:func:`solve_grid`, then the optimum's analysis: certified convergence, parameters on
+    a bound of the box, the scaled Hessian's condition number (identifiability)."""
+    best, diag = solve_grid(space, obj, starts, max_iter=max_iter)
+    theta = best.theta[0]
+    warns: list[str] = []
+    converged = bool(best.converged[0])
+    if not converged:
+        warns.append(
+            f"the best fit did not reach certified convergence (Newton decrement "
+            f"{best.decrement[0]:.3g} vs objective {best.objective[0]:.3g})"
+        )
+    on_bound = [space.theta_names[j] for j in np.flatnonzero(best.at_bound[0])]
+    if on_bound:
+        warns.append(f"parameter(s) {', '.join(on_bound)} ended on a bound of the search box")
+    cond, ident = identifiability(space.theta_names, best.hess[0], ~best.at_bound[0])
+    warns += ident
+    diag.update(
+        {
+            "on_bound": on_bound,
+            "hessian_condition": cond,
+            "newton_decrement": float(best.decrement[0]),
+            "gradient": best.grad[0].tolist(),
+            "theta": dict(zip(space.theta_names, theta.tolist(), strict=True)),
+        }
+    )
+    return Optimum(theta, float(best.objective[0]), converged, diag, warns)

@@ -1,0 +1,208 @@
+"""Points to fit: checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import FitError
+from ..laws import training_flops
+
+__all__ = [
+    "PointsLike",
+    "as_constrained_points",
+    "as_points",
+    "budget_groups",
+    "check_fittable",
+]
+
+PointsLike = pl.DataFrame | Mapping[str, Any]
+"""What the fit functions accept: a polars frame, or a mapping of columns."""
+
+
+@dataclass(frozen=True)
+class _Points:
+    params: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    flops: np.ndarray
+    run_id: np.ndarray | None
+    x: np.ndarray | None = None  # the input of a form whose target is not the loss
+    unique: np.ndarray | None = None  # unique tokens (the data-constrained form)
+
+    @property
+    def n(self) -> int:
+        return int(self.loss.size)
+
+    def take(self, idx: np.ndarray) -> _Points:
+        def sub(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        return _Points(
+            self.params[idx],
+            self.tokens[idx],
+            self.loss[idx],
+            self.flops[idx],
+            sub(self.run_id),
+            sub(self.x),
+            sub(self.unique),
+        )
+
+    def sha256(self) -> str:
+        """Hash of the points, independent of row order."""
+        h = hashlib.sha256()
+        if self.unique is not None:  # the data-constrained form's points
+            cols = [self.params, self.tokens, self.unique, self.loss]
+            order = np.lexsort(cols[::-1])
+            for c in cols:
+                h.update(np.ascontiguousarray(c[order], dtype="<f8").tobytes())
+            return h.hexdigest()
+        cols = [self.params, self.tokens, self.loss, self.flops]
+        if self.x is not None:
+            cols.append(self.x)
+        order = np.lexsort(cols[::-1])
+        for c in cols:
+            h.update(np.ascontiguousarray(c[order], dtype="<f8").tobytes())
+        if self.run_id is not None:
+            h.update("\x1f".join(map(str, self.run_id[order])).encode())
+        return h.hexdigest()
+
+
+def _frame(data: PointsLike) -> pl.DataFrame:
+    return data if isinstance(data, pl.DataFrame) else pl.DataFrame(data)
+
+
+def _column(frame: pl.DataFrame, name: str, *, required: bool) -> np.ndarray | None:
+    if name not in frame.columns:
+        if required:
+            raise FitError(
+                f"the data have no `{name}` column (columns: {', '.join(frame.columns)}); "
+                "rename your columns to params, tokens, loss (optional flops, run_id)"
+            )
+        return None
+    values = frame[name]
+    if name == "run_id":
+        return values.cast(pl.String).to_numpy()
+    try:
+        return values.cast(pl.Float64).to_numpy().astype(float)
+    except Exception as exc:  # polars raises several types for a bad cast
+        raise FitError(f"column `{name}` is not numeric: {exc}") from exc
+
+
+def _check_positive(name: str, col: np.ndarray, tail: str) -> None:
+    bad = ~np.isfinite(col) | (col <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FitError(
+            f"{int(bad.sum())} value(s) of `{name}` are not positive finite numbers "
+            f"(first: row {i + 1}, value {col[i]!r}); {tail}"
+        )
+
+
+def _target_points(frame: pl.DataFrame, target: str) -> _Points:
+    """Points of a form that fits ``target`` as a function of the ``loss`` column."""
+    y = _column(frame, target, required=True)
+    x = _column(frame, "loss", required=True)
+    assert y is not None and x is not None
+    for name, col in ((target, y), ("loss", x)):
+        _check_positive(name, col, "drop or fix those rows")
+    nan = np.full(y.size, np.nan)
+    return _Points(nan, nan, y, nan, _column(frame, "run_id", required=False), x=x)
+
+
+def as_points(data: PointsLike, *, need: Sequence[str], target: str = "loss") -> _Points:
+    """Checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts).
+
+    ``target`` other than ``loss`` (the downstream law's ``error``): that column is fitted,
+    as a function of the ``loss`` column (``_Points.x``). ``flops`` missing (or null) is
+    :func:`scalefit.laws.training_flops` of ``params`` and ``tokens``.
+    """
+    frame = _frame(data)
+    if target != "loss":
+        return _target_points(frame, target)
+    loss = _column(frame, "loss", required=True)
+    assert loss is not None
+    params = _column(frame, "params", required="params" in need)
+    tokens = _column(frame, "tokens", required="tokens" in need)
+    flops = _column(frame, "flops", required=False)
+    n = loss.size
+    if flops is None or np.isnan(flops).all():
+        if params is None or tokens is None:
+            if "flops" in need:
+                raise FitError("the data need a `flops` column, or `params` and `tokens`")
+            flops = np.full(n, np.nan)
+        else:
+            flops = training_flops(params, tokens)
+    elif params is not None and tokens is not None:
+        flops = np.where(np.isnan(flops), training_flops(params, tokens), flops)
+    params = np.full(n, np.nan) if params is None else params
+    tokens = np.full(n, np.nan) if tokens is None else tokens
+    checked = {"loss": loss, "params": params, "tokens": tokens, "flops": flops}
+    for name in ["loss", *need]:
+        _check_positive(name, checked[name], "drop or fix those rows before fitting")
+    return _Points(params, tokens, loss, flops, _column(frame, "run_id", required=False))
+
+
+def _constrained_column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        raise FitError(
+            f"the data have no `{name}` column (columns: {', '.join(frame.columns)}); a "
+            "data-constrained fit needs params, tokens, unique_tokens and loss"
+        )
+    values = frame[name].cast(pl.Float64).to_numpy().astype(float)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FitError(
+            f"{int(bad.sum())} value(s) of `{name}` are not positive finite numbers (first: "
+            f"row {i + 1}); drop or fix those rows before fitting"
+        )
+    return values
+
+
+def as_constrained_points(data: PointsLike) -> _Points:
+    """Points of the data-constrained form: ``params``, ``tokens``, ``unique_tokens`` and
+    ``loss`` (optional ``run_id``), all checked."""
+    frame = _frame(data)
+    params, tokens = _constrained_column(frame, "params"), _constrained_column(frame, "tokens")
+    unique = _constrained_column(frame, "unique_tokens")
+    loss = _constrained_column(frame, "loss")
+    run_id = frame["run_id"].cast(pl.String).to_numpy() if "run_id" in frame.columns else None
+    return _Points(params, tokens, loss, training_flops(params, tokens), run_id, unique=unique)
+
+
+def check_fittable(
+    pts: _Points, name: str, theta_names: Sequence[str], needs: Sequence[str]
+) -> None:
+    """Refuse points that cannot determine the form ``name``: no more points than
+    parameters, or a single distinct value of a variable the form needs."""
+    n_par = len(theta_names)
+    if pts.n <= n_par:
+        raise FitError(
+            f"{pts.n} point(s) for {n_par} parameters of `{name}`: "
+            f"a fit needs more points than parameters (at least {n_par + 1})"
+        )
+    for col in needs:
+        if np.unique(getattr(pts, col)).size < 2:
+            raise FitError(
+                f"all points have the same `{col}`: `{name}` cannot separate the "
+                f"{col} term from the others; add points at other {col} values"
+            )
+
+
+def budget_groups(flops: np.ndarray, rtol: float) -> np.ndarray:
+    """Group index of each point: points whose FLOPs are within ``rtol`` of the smallest of
+    their group share a compute budget."""
+    order = np.argsort(flops)
+    groups = np.empty(flops.size, dtype=int)
+    g, lead = -1, -np.inf
+    for i in order:
+        if flops[i] > lead * (1 + rtol):
+            g, lead = g + 1, flops[i]
+        groups[i] = g
+    return groups
