@@ -19,7 +19,7 @@ import pytest
 import typer
 
 from scalefit import fit as fitting
-from scalefit import fit_constrained, ingest, upstream
+from scalefit import ingest, upstream
 from scalefit._names import LAW_NAMES as CLI_LAW_NAMES
 from scalefit.cli import app
 from scalefit.config import Settings
@@ -115,14 +115,15 @@ def test_law_names_name_a_fitted_form_or_a_procedure() -> None:
 
 
 def test_fitting_forms_are_the_parametric_forms() -> None:
-    # scalefit.fit.FORMS: the forms fit_law fits (``_e``: the same law with a term E); the
-    # data-constrained law has its own fitter.
-    base = {name.removesuffix("_e") for name in fitting.FORMS}
-    assert base | {"data_constrained"} == set(vocab.PARAMETRIC_FORMS)
-    for name, form in fitting.FORMS.items():
+    # scalefit.fit.REGISTRY: every form the one driver fits (``_e``: the same law with a term
+    # E), the data-constrained one included; each names the law form it produces.
+    base = {name.removesuffix("_e") for name in fitting.REGISTRY}
+    assert base == set(vocab.PARAMETRIC_FORMS)
+    assert set(fitting.FORMS) == set(fitting.REGISTRY) - {"data_constrained"}
+    for name, form in fitting.REGISTRY.items():
         record = REGISTRY[name.removesuffix("_e")]
         assert set(record.required) <= set(form.names) <= set(record.parameters), name
-    assert fit_constrained.NAMES == REGISTRY["data_constrained"].parameters
+    assert fitting.REGISTRY["data_constrained"].names == REGISTRY["data_constrained"].parameters
     for name, what in vocab.LAW_NAMES.items():
         assert fitting.named_form(name) == what
 
