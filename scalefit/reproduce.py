@@ -48,7 +48,7 @@ import polars as pl
 from . import fit as fitting
 from . import store
 from .errors import FitError
-from .studies import Study
+from .load.studies import Study
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import duckdb
 import polars as pl
 
 from .errors import DatabaseBusyError, DatabaseMissingError, QueryError, StoreError
+from .load.validate import validate_frame
 from .schemas import TABLES, TableSpec
-from .validate import validate_frame
 
 log = logging.getLogger(__name__)
 

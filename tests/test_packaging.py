@@ -80,7 +80,7 @@ def test_installed_wheel_works_from_any_directory(wheel: Path, tmp_path: Path) -
             sys.executable,
             "-c",
             "import json, scalefit, scalefit.schemas, scalefit.flows;"
-            "from scalefit.curated import datasets_dir, read_curated;"
+            "from scalefit.load.curated import datasets_dir, read_curated;"
             "print(json.dumps([scalefit.__file__, str(datasets_dir()), read_curated().counts()]))",
         ],
         cwd=elsewhere,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import polars as pl
 
 import scalefit
 
-from . import store
-from .errors import DatasetError, ValidationError
-from .schemas import (
+from .. import store
+from ..errors import DatasetError, ValidationError
+from ..schemas import (
     LawParameterSchema,
     ModelSchema,
     OptimalAllocationSchema,

@@ -72,9 +72,11 @@ import duckdb
 import pandera.polars as pa
 import polars as pl
 
-from . import __version__, store
-from ._counts import parse_count
-from ._readers import (
+from .. import __version__, store
+from .._counts import parse_count
+from ..errors import DatabaseBusyError, IngestError, ScalefitError, UnknownFormatError
+from ..schemas import TABLES, ObservationSchema, RunSchema
+from .readers import (
     FORMATS,
     LINE_FORMATS,
     RUN_COLUMNS,
@@ -84,8 +86,6 @@ from ._readers import (
     metric_name,
     open_source,
 )
-from .errors import DatabaseBusyError, IngestError, ScalefitError, UnknownFormatError
-from .schemas import TABLES, ObservationSchema, RunSchema
 from .validate import ROW, validate_frame
 
 log = logging.getLogger(__name__)

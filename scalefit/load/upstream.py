@@ -54,8 +54,8 @@ import polars as pl
 
 import scalefit
 
-from . import store
-from .errors import (
+from .. import store
+from ..errors import (
     DatabaseBusyError,
     HashMismatchError,
     ScalefitError,
@@ -64,12 +64,12 @@ from .errors import (
     UpstreamFormatError,
     UpstreamUnavailableError,
 )
-from .schemas import (
+from ..schemas import (
     ObservationSchema,
     RunSchema,
     UpstreamModelSchema,
 )
-from .schemas.upstream import CHANGE_KINDS
+from ..schemas.upstream import CHANGE_KINDS
 from .validate import ROW, validate_frame
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .errors import IngestError, UnknownFormatError
+from ..errors import IngestError, UnknownFormatError
 from .validate import ROW
 
 FORMATS = ("csv", "jsonl", "parquet", "trainer_state", "wandb")

@@ -59,9 +59,9 @@ from typing import Any
 
 import polars as pl
 
-from . import store
-from .errors import HashMismatchError, UpstreamConfigError, UpstreamUnavailableError
-from .schemas import ObservationSchema, RunSchema
+from .. import store
+from ..errors import HashMismatchError, UpstreamConfigError, UpstreamUnavailableError
+from ..schemas import ObservationSchema, RunSchema
 from .validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -754,7 +754,7 @@ def load_all(
     offline: bool | None = None,
 ) -> list[StudyStatus]:
     """Load every declared study (:func:`load_study`); one failure does not stop the others."""
-    from .errors import ScalefitError
+    from ..errors import ScalefitError
     from .upstream import offline_default
 
     offline = offline_default() if offline is None else offline
