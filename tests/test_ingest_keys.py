@@ -306,11 +306,11 @@ def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
 ) -> None:
     """Chunks are written by a thread of their own while the next is validated: an error
     there reaches the ingest, which rolls the file back and records the failure."""
-    from scalefit.load import logs as ingest
+    from scalefit.load import log_sink
     from scalefit.load import readers as _readers
 
     monkeypatch.setattr(_readers, "CHUNK_ROWS", 2)
-    real, calls = ingest._Sink._insert, []
+    real, calls = log_sink._Sink._insert, []
 
     def failing(self: object, valid: pl.DataFrame) -> None:
         calls.append(valid.height)
@@ -318,7 +318,7 @@ def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
             raise duckdb.IOException("disk full (simulated)")
         real(self, valid)
 
-    monkeypatch.setattr(ingest._Sink, "_insert", failing)
+    monkeypatch.setattr(log_sink._Sink, "_insert", failing)
     log = _write_log(tmp_path / "log.csv", _curve("r", range(1, 8), 0.0, eval_every=100))
     (info,) = ingest_paths(db_path, [log], params=1e6)
     assert (info.status, info.rows_ok) == ("failed", 0)
