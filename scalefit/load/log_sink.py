@@ -17,7 +17,16 @@ from .log_rows import STAGE_COLUMNS, _Counts, _load_chunk
 from .log_runs import _Restart, _Runs
 from .readers import Source
 
-_STAGE = "_scalefit_stage"
+STAGE = store.staging(
+    "observations", "_scalefit_stage", lacks=("ingest_id",), extra={"row_number": "BIGINT"}
+)
+"""A file's measurements, staged: ``observations`` without the ingest id, with the file row
+(:data:`scalefit.load.log_rows.STAGE_COLUMNS`); its SQL is generated from the schema."""
+_STAGE = STAGE.name
+_KEY = TABLES["observations"].key
+assert (*STAGE.columns, *STAGE.extra) == STAGE_COLUMNS
+_RAW = ", ".join(f"{c}: {c}" for c in STAGE.columns)
+"""A staged row as ``quarantine`` keeps it (a JSON object, built in SQL)."""
 
 
 def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
@@ -26,19 +35,17 @@ def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
         con,
         f"""CREATE TEMP TABLE _scalefit_dups AS
         SELECT s.*, k.last_row FROM {_STAGE} s JOIN (
-            SELECT run_id, metric, step, max(row_number) AS last_row FROM {_STAGE}
+            SELECT {", ".join(_KEY)}, max(row_number) AS last_row FROM {_STAGE}
             GROUP BY ALL HAVING count(*) > 1
-        ) k USING (run_id, metric, step) WHERE s.row_number < k.last_row""",
+        ) k USING ({", ".join(_KEY)}) WHERE s.row_number < k.last_row""",
     )
     try:
         n = store.run(con, "SELECT count(*) FROM _scalefit_dups")[0][0]
         if n:
             store.run(
                 con,
-                """INSERT INTO quarantine (ingest_id, path, row_number, raw, reason)
-                SELECT ?, ?, row_number,
-                    to_json({run_id: run_id, step: step, tokens: tokens, flops: flops,
-                             metric: metric, value: value})::VARCHAR,
+                f"""INSERT INTO quarantine (ingest_id, path, row_number, raw, reason)
+                SELECT ?, ?, row_number, to_json({{{_RAW}}})::VARCHAR,
                     'step ' || step || ' of run `' || run_id || '` (`' || metric
                         || '`) is logged again at row ' || last_row
                         || '; the last value is kept (a resumed run re-logs its steps)'
@@ -47,9 +54,8 @@ def _supersede_duplicates(con: duckdb.DuckDBPyConnection, base: dict) -> int:
             )
             store.run(
                 con,
-                f"""DELETE FROM {_STAGE} USING _scalefit_dups d
-                WHERE {_STAGE}.run_id = d.run_id AND {_STAGE}.metric = d.metric
-                  AND {_STAGE}.step = d.step AND {_STAGE}.row_number = d.row_number""",
+                f"""DELETE FROM {_STAGE} USING _scalefit_dups d WHERE
+                {" AND ".join(f"{_STAGE}.{c} = d.{c}" for c in (*_KEY, "row_number"))}""",
             )
         return n
     finally:
@@ -146,6 +152,7 @@ class _Sink:
             raise ValueError(f"unexpected ingest id {ingest_id!r}")
         self.con = con
         self.ingest_id = ingest_id
+        self.values = {"ingest_id": ingest_id}
         self.staging = False
         self.submitted = 0
         self.checked: set[str] = set()  # written by the writer thread only
@@ -156,13 +163,7 @@ class _Sink:
 
     def _open_stage(self) -> None:
         self.staging = True
-        self.writer.submit(
-            lambda: store.run(
-                self.con,
-                f"""CREATE TEMP TABLE {_STAGE} (run_id VARCHAR, step BIGINT, tokens DOUBLE,
-                flops DOUBLE, metric VARCHAR, value DOUBLE, row_number BIGINT)""",
-            )
-        )
+        self.writer.submit(lambda: store.run(self.con, STAGE.create))
 
     def quarantine(self, rows: pl.DataFrame) -> None:
         """Queue rejected rows for ``quarantine``."""
@@ -179,9 +180,7 @@ class _Sink:
         self.submitted += valid.height
         if self.staging:
             self.writer.submit(
-                lambda: store.run_on_frame(
-                    self.con, valid, "_chunk", f"INSERT INTO {_STAGE} SELECT * FROM _chunk"
-                )
+                lambda: store.run_on_frame(self.con, valid, "_chunk", STAGE.fill("_chunk"))
             )
         else:
             self.writer.submit(lambda: self._insert(valid))
@@ -203,15 +202,9 @@ class _Sink:
             )
             self.checked.update(new)
         if self.clashing.intersection(runs):
-            store.run_on_frame(self.con, valid, "_chunk", _delete_keys_sql("_chunk"))
-        store.run_on_frame(
-            self.con,
-            valid,
-            "_chunk",
-            # The ingest id is hex (uuid4): safe as a literal (a query takes no parameters).
-            f"INSERT INTO observations ({_OBS_COLUMNS}, ingest_id) "
-            f"SELECT {_OBS_COLUMNS}, '{self.ingest_id}' FROM _chunk",
-        )
+            store.run_on_frame(self.con, valid, "_chunk", STAGE.delete_keys("_chunk"))
+        # The ingest id is a literal (a query on a frame takes no parameters).
+        store.run_on_frame(self.con, valid, "_chunk", STAGE.insert(self.values, "_chunk"))
 
     def finish(self, counts: _Counts, base: dict) -> int:
         """Wait for the writer; write what the stage holds (its duplicates superseded
@@ -231,37 +224,15 @@ class _Sink:
             [run_ids],
         )[0][0]
         if clash:
-            store.run(self.con, _delete_keys_sql(_STAGE))
-        store.run(
-            self.con,
-            f"INSERT INTO observations ({_OBS_COLUMNS}, ingest_id) "
-            f"SELECT {_OBS_COLUMNS}, ? FROM {_STAGE}",
-            [self.ingest_id],
-        )
-        store.run(self.con, f"DROP TABLE {_STAGE}")
+            store.run(self.con, STAGE.delete_keys())
+        store.run(self.con, STAGE.insert(self.values))
+        store.run(self.con, STAGE.drop)
         self.staging = False
         return rows_ok
 
     def close(self) -> None:
         """Stop the writer (after an error: before the transaction is rolled back)."""
         self.writer.close()
-
-
-_OBS_COLUMNS = ", ".join(c for c in STAGE_COLUMNS if c != "row_number")
-
-
-def _delete_keys_sql(incoming: str) -> str:
-    """SQL deleting the stored observations whose key is in ``incoming``.
-
-    ``observations`` is upserted on its key (its declared policy), which scalefit, not a
-    PRIMARY KEY, keeps unique: deleting the stored rows with the incoming keys (themselves
-    free of duplicates) before inserting the incoming rows keeps it so, and lets the later
-    ingest win.
-    """
-    assert TABLES["observations"].policy == "upsert"
-    return f"""DELETE FROM observations USING {incoming} s
-        WHERE observations.run_id = s.run_id AND observations.metric = s.metric
-          AND observations.step = s.step"""
 
 
 def _write(
