@@ -40,16 +40,11 @@ declared hashes and the parser's version, so loading the same files again writes
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import re
-import tempfile
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -62,24 +57,25 @@ import polars as pl
 from .. import store
 from ..errors import HashMismatchError, UpstreamConfigError, UpstreamUnavailableError
 from ..schemas import ObservationSchema, RunSchema
+from .info import LoadInfo, Previous, Scan, decide, ingest_id, started
+from .study_parsers import GADRE_CORPORA, PARSERS, Parsed, Parser
+from .upstream_fetch import _describe_error, _download, _sha256_file
 from .validate import validate_frame
 
 log = logging.getLogger(__name__)
 
+
 MIRROR_ENV = "SCALEFIT_UPSTREAM_MIRROR"
 """Environment variable naming the local mirror folder (overrides ``[upstream] mirror``)."""
 
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 _STUDY_KEYS = ("title", "source_id", "parser", "repository", "commit", "url", "licence", "notes")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-# --------------------------------------------------------------------------------------------
-# Declarations
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +121,7 @@ class Study:
     @property
     def ingest_id(self) -> str:
         """The ``ingests`` key of a load of this declaration."""
-        return f"study-{self.name}-{self.declaration_sha256()[:16]}"
+        return ingest_id("study", self.declaration_sha256(), self.name)
 
 
 def studies_dir() -> Path:
@@ -236,18 +232,6 @@ def get_study(name: str, datasets_dir: str | os.PathLike[str] | None = None) -> 
     return studies[name]
 
 
-# --------------------------------------------------------------------------------------------
-# Files: mirror, cache, download
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _refuse(study: Study, path: str, where: str, actual: str) -> HashMismatchError:
     expected = study.sha256_of(path)
     return HashMismatchError(
@@ -258,29 +242,6 @@ def _refuse(study: Study, path: str, where: str, actual: str) -> HashMismatchErr
         expected=expected,
         actual=actual,
     )
-
-
-def _download(url: str, folder: Path, timeout: float) -> tuple[Path, str]:
-    import urllib.request
-
-    import scalefit
-
-    folder.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(
-        url, headers={"User-Agent": f"scalefit/{scalefit.__version__} (+studies)"}
-    )
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
-    tmp = Path(name)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            while chunk := resp.read(1 << 16):
-                digest.update(chunk)
-                out.write(chunk)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +288,7 @@ def fetch_study(
         A file is in neither the mirror nor the cache and cannot be downloaded (the message
         names the URL and the mirror path).
     """
-    from .upstream import default_cache_dir, offline_default
+    from .upstream_fetch import default_cache_dir, offline_default
 
     mirror_root = Path(mirror) if mirror is not None else None
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -336,268 +297,69 @@ def fetch_study(
     paths: dict[str, Path] = {}
     origins = {"mirror": 0, "cache": 0, "download": 0}
     for i, (path, sha) in enumerate(study.files, 1):
-        if mirror_root is not None:
-            candidate = mirror_root / study.name / path
-            if candidate.is_file():
-                actual = _sha256_file(candidate)
-                if actual != sha:
-                    raise _refuse(study, path, f"the mirror's copy {candidate}", actual)
-                paths[path] = candidate
-                origins["mirror"] += 1
-                continue
-        cached = folder / sha
-        if cached.is_file() and _sha256_file(cached) == sha:
-            paths[path] = cached
-            origins["cache"] += 1
-            continue
-        where = (
-            f"not in the mirror (no {mirror_root / study.name / path})"
-            if mirror_root is not None
-            else f"in no mirror (none is set: {MIRROR_ENV} or [upstream] mirror)"
-        )
-        if offline:
-            raise UpstreamUnavailableError(
-                f"{study.name}: {path} is {where}, not in the cache {folder}, and downloads "
-                f"are off (offline): put the file there, or go online to download "
-                f"{study.url(path)}"
-            )
-        url = study.url(path)
-        try:
-            tmp, actual = _download(url, folder, timeout)
-        except OSError as exc:  # URLError, HTTPError, timeouts are OSErrors
-            from .upstream import _describe_error
-
-            raise UpstreamUnavailableError(
-                f"{study.name}: {path} is {where}, not in the cache {folder}, and the download "
-                f"of {url} failed ({_describe_error(exc)})"
-            ) from exc
-        if actual != sha:
-            tmp.unlink(missing_ok=True)
-            raise _refuse(study, path, f"the download of {url}", actual)
-        os.replace(tmp, cached)
-        paths[path] = cached
-        origins["download"] += 1
-        if progress and (i % 25 == 0 or i == len(study.files)):
+        found = _local_copy(study, path, sha, mirror_root, folder)
+        if found is None:
+            copy = _download_copy(study, path, sha, mirror_root, folder, offline, timeout)
+            found = (copy, "download")
+        paths[path] = found[0]
+        origins[found[1]] += 1
+        if found[1] == "download" and progress and (i % 25 == 0 or i == len(study.files)):
             progress(f"{study.name}: {i}/{len(study.files)} files")
     return StudyFiles(study.name, paths, origins)
 
 
-# --------------------------------------------------------------------------------------------
-# Parsers
+def _local_copy(
+    study: Study, path: str, sha: str, mirror_root: Path | None, folder: Path
+) -> tuple[Path, str] | None:
+    """The mirror's copy of ``path`` (refused if its bytes differ), else the cache's."""
+    if mirror_root is not None:
+        candidate = mirror_root / study.name / path
+        if candidate.is_file():
+            actual = _sha256_file(candidate)
+            if actual != sha:
+                raise _refuse(study, path, f"the mirror's copy {candidate}", actual)
+            return candidate, "mirror"
+    cached = folder / sha
+    if cached.is_file() and _sha256_file(cached) == sha:
+        return cached, "cache"
+    return None
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """What a parser made of a study's files."""
-
-    runs: list[dict[str, Any]]
-    observations: list[dict[str, Any]]
-    rejected: list[tuple[str, str, str]]
-    """``(path, raw text (truncated), reason)`` of each run file or row that could not be
-    read; those runs are quarantined and the others load."""
-
-
-@dataclass(frozen=True, slots=True)
-class Parser:
-    """A registered parser: ``fn(study, files) -> Parsed``; bump ``version`` when its output
-    changes so stored studies are loaded again."""
-
-    fn: Callable[[Study, Mapping[str, Path]], Parsed]
-    version: int
-
-
-GADRE_CORPORA = {"c4_original": "C4", "rpj": "RedPajama", "rw_original": "RefinedWeb"}
-"""The testbed's training corpora (file-name prefix -> name in the paper)."""
-
-GADRE_DEFAULT_SET = "c4_val"
-"""The paper's default validation set: C4 eval."""
-
-
-def _gadre_set(val_data: list[str]) -> str:
-    """A validation set's name as the paper's code names it (``scaling/shared.py``)."""
-    first = val_data[0]
-    name = first.split("/")[-2]
-    if "de-en" in name:
-        name = first.split("/")[-1].split(".")[0]
-    return name
-
-
-def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} is {value!r}, not a number")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} is {value!r}, not a positive finite number")
-    return value
-
-
-def _gadre_run(
-    study: Study, model: dict[str, Any], evals: dict[str, Any] | None, path: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    name = model["name"]
-    if not isinstance(name, str) or not name:
-        raise ValueError("`name` is missing")
-    hp = model["hyperparameters"]
-    params = _positive(hp["params"], "hyperparameters.params")
-    tokens = _positive(hp["tokens"], "hyperparameters.tokens")
-    corpus = model.get("dataset_name")
-    if corpus not in GADRE_CORPORA:
-        raise ValueError(f"dataset_name {corpus!r} is not one of {', '.join(GADRE_CORPORA)}")
-    run_id = f"{study.name}:{name}"
-    flops = 6.0 * params * tokens
-    config = {
-        "study": study.name,
-        "run": name,
-        "dataset": corpus,
-        "model": str(hp.get("model", "")).split("/")[-1].split(".")[0],
-        "chinchilla_multiplier": hp.get("chinchilla_multiplier"),
-        "tokens_per_param": tokens / params,
-        "params_no_embed": hp.get("params_no_embed"),
-        "file": path,
-        "sha256": study.sha256_of(path),
-    }
-    run = {
-        "run_id": run_id,
-        "project": f"{study.name}/{corpus}",
-        "params": params,
-        "params_method": "given",
-        "tokens": tokens,
-        "flops": flops,
-        "config": json.dumps(config, sort_keys=True),
-        "source_id": study.source_id,
-    }
-    obs: list[dict[str, Any]] = []
-
-    def add(metric: str, value: Any) -> None:
-        obs.append({"run_id": run_id, "metric": metric, "value": float(value)})
-
-    sets: set[str] = set()
-    for result in model["results"]:
-        s = _gadre_set(result["val_data"])
-        if s in sets:
-            raise ValueError(f"validation set {s!r} appears twice")
-        sets.add(s)
-        add(f"eval_loss:{s}", _positive(result["loss"], f"loss of {s}"))
-        add(f"eval_loss_lower95:{s}", result["loss_sequences_lower_95"])
-        add(f"eval_loss_upper95:{s}", result["loss_sequences_upper_95"])
-        if s == GADRE_DEFAULT_SET:
-            add("eval_loss", result["loss"])
-    if GADRE_DEFAULT_SET not in sets:
-        raise ValueError(f"no {GADRE_DEFAULT_SET} result (the paper's default loss)")
-    if evals is not None:
-        for task, acc in evals["eval_metrics"]["icl"].items():
-            add(f"accuracy:{task}", acc)
-    for o in obs:
-        o.update({"step": 0, "tokens": tokens, "flops": flops})
-    return run, obs
-
-
-def parse_gadre2024(study: Study, files: Mapping[str, Path]) -> Parsed:
-    """Gadre et al. (2024): ``exp_data/models/<run>.json`` (one run: sizes, tokens, 8
-    validation losses) and ``exp_data/evals/evaluation_<run>_heavy.json`` (46 downstream
-    accuracies). A run file that cannot be read (bad JSON, a missing or non-positive field, an
-    unknown corpus) is rejected with the reason; its evaluation file then is not used."""
-    runs: list[dict[str, Any]] = []
-    observations: list[dict[str, Any]] = []
-    rejected: list[tuple[str, str, str]] = []
-    for path in sorted(p for p in files if p.startswith("exp_data/models/")):
-        raw = files[path].read_bytes()
-        stem = Path(path).stem
-        eval_path = f"exp_data/evals/evaluation_{stem}_heavy.json"
-        try:
-            try:
-                model = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"not valid JSON ({exc})") from None
-            if not isinstance(model, dict):
-                raise ValueError("not a JSON object")
-            evals = None
-            if eval_path in files:
-                try:
-                    evals = json.loads(files[eval_path].read_bytes())
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise ValueError(f"{eval_path} is not valid JSON ({exc})") from None
-            if model.get("name") != stem:
-                raise ValueError(f"`name` is {model.get('name')!r}, the file is {stem}")
-            run, obs = _gadre_run(study, model, evals, path)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            text = raw[:2000].decode("utf-8", errors="replace")
-            rejected.append((path, text, f"{study.name}: {path}: {reason}"))
-            continue
-        runs.append(run)
-        observations.extend(obs)
-    return Parsed(runs, observations, rejected)
-
-
-def parse_besiroglu2024(study: Study, files: Mapping[str, Path]) -> Parsed:
-    """Besiroglu et al. (2024)'s ``data/svg_extracted_data.csv``: one run per row
-    (``Model Size``, ``Training FLOP``, ``loss``); tokens = FLOP / (6 N) as the authors do.
-    A row with a missing or non-positive value is rejected with the reason."""
-    (path,) = files
-    text = files[path].read_text(encoding="utf-8")
-    runs: list[dict[str, Any]] = []
-    observations: list[dict[str, Any]] = []
-    rejected: list[tuple[str, str, str]] = []
-    for i, row in enumerate(csv.DictReader(io.StringIO(text)), 1):
-        try:
-            params = _positive(_float(row.get("Model Size")), "Model Size")
-            flops = _positive(_float(row.get("Training FLOP")), "Training FLOP")
-            loss = _positive(_float(row.get("loss")), "loss")
-        except ValueError as exc:
-            rejected.append((f"{path}#row={i}", json.dumps(row), f"{study.name}: row {i}: {exc}"))
-            continue
-        run_id = f"{study.name}:{i}"
-        tokens = flops / (6.0 * params)
-        config = {
-            "study": study.name,
-            "run": str(i),
-            "row_number": i,
-            "derived": "tokens = flops / (6 params)",
-            "file": path,
-            "sha256": study.sha256_of(path),
-        }
-        runs.append(
-            {
-                "run_id": run_id,
-                "project": study.name,
-                "params": params,
-                "params_method": "given",
-                "tokens": tokens,
-                "flops": flops,
-                "config": json.dumps(config, sort_keys=True),
-                "source_id": study.source_id,
-            }
+def _download_copy(
+    study: Study,
+    path: str,
+    sha: str,
+    mirror_root: Path | None,
+    folder: Path,
+    offline: bool,
+    timeout: float,
+) -> Path:
+    """Download ``path`` into the cache, verified; or say why there is no copy."""
+    where = (
+        f"not in the mirror (no {mirror_root / study.name / path})"
+        if mirror_root is not None
+        else f"in no mirror (none is set: {MIRROR_ENV} or [upstream] mirror)"
+    )
+    if offline:
+        raise UpstreamUnavailableError(
+            f"{study.name}: {path} is {where}, not in the cache {folder}, and downloads "
+            f"are off (offline): put the file there, or go online to download "
+            f"{study.url(path)}"
         )
-        observations.append(
-            {
-                "run_id": run_id,
-                "step": 0,
-                "tokens": tokens,
-                "flops": flops,
-                "metric": "loss",
-                "value": loss,
-            }
-        )
-    return Parsed(runs, observations, rejected)
-
-
-def _float(value: Any) -> Any:
+    url = study.url(path)
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-PARSERS: dict[str, Parser] = {
-    "gadre2024": Parser(parse_gadre2024, 1),
-    "besiroglu2024": Parser(parse_besiroglu2024, 1),
-}
-"""Registered parsers, by the name a declaration's ``parser`` gives."""
-
-
-# --------------------------------------------------------------------------------------------
-# Loading into the store
+        tmp, actual, _ = _download(url, folder, timeout, agent="studies")
+    except OSError as exc:  # URLError, HTTPError, timeouts are OSErrors
+        raise UpstreamUnavailableError(
+            f"{study.name}: {path} is {where}, not in the cache {folder}, and the download "
+            f"of {url} failed ({_describe_error(exc)})"
+        ) from exc
+    if actual != sha:
+        tmp.unlink(missing_ok=True)
+        raise _refuse(study, path, f"the download of {url}", actual)
+    cached = folder / sha
+    os.replace(tmp, cached)
+    return cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,20 +377,28 @@ class StudyLoadInfo:
     message: str
 
 
-def _loaded(con: Any, study: Study) -> bool:
+def _previous(con: Any, study: Study) -> Previous | None:
+    """The load of this very declaration, if the store records one, and whether its runs are
+    all still there."""
     rows = store.run(
         con,
-        "SELECT rows_ok FROM ingests WHERE ingest_id = ? AND status IN ('ok', 'rejected_rows')",
+        "SELECT sha256, settings_sha256, rows_ok FROM ingests "
+        "WHERE ingest_id = ? AND status IN ('ok', 'rejected_rows')",
         [study.ingest_id],
     )
     if not rows:
-        return False
+        return None
     have = store.run(
         con,
         "SELECT count(*) FROM runs WHERE ingest_id = ? AND starts_with(run_id, ?)",
         [study.ingest_id, f"{study.name}:"],
     )[0][0]
-    return have == rows[0][0]
+    return Previous(rows[0][0], rows[0][1], intact=have == rows[0][2])
+
+
+def _loaded(con: Any, study: Study) -> bool:
+    sha = study.declaration_sha256()
+    return decide(_previous(con, study), Scan(sha), sha).mode == "unchanged"
 
 
 def load_study(
@@ -649,14 +419,55 @@ def load_study(
     HashMismatchError, UpstreamUnavailableError
         From :func:`fetch_study`: nothing is written.
     """
-    ingest_id = study.ingest_id
     if _loaded(con, study):
-        return StudyLoadInfo(
-            study.name, "unchanged", ingest_id, 0, 0, 0, {}, f"{study.name}: already loaded"
-        )
-    started = _now()
+        message = f"{study.name}: already loaded"
+        return StudyLoadInfo(study.name, "unchanged", study.ingest_id, 0, 0, 0, {}, message)
+    sha = study.declaration_sha256()
+    info = started(
+        "study",
+        study.url_template.format(commit=study.commit, path=""),
+        name=study.name,
+        sha256=sha,
+        format="study",
+        settings_sha256=sha,
+    )
     files = fetch_study(study, mirror=mirror, cache_dir=cache_dir, offline=offline, timeout=timeout)
     parsed = PARSERS[study.parser].fn(study, files.paths)
+    runs, obs = _checked_rows(study, parsed, info.ingest_id)
+    quarantine = pl.DataFrame(
+        {
+            "ingest_id": [info.ingest_id] * len(parsed.rejected),
+            "path": [p for p, _, _ in parsed.rejected],
+            "row_number": list(range(1, len(parsed.rejected) + 1)),
+            "raw": [json.dumps({"text": t}) for _, t, _ in parsed.rejected],
+            "reason": [r for _, _, r in parsed.rejected],
+        },
+        schema_overrides={"row_number": pl.Int64},
+    )
+    n_runs, n_obs, n_bad = runs.height, obs.height, quarantine.height
+    message = (
+        f"{study.name}: {n_runs} runs, {n_obs} observations loaded"
+        + (f", {n_bad} run file(s) quarantined" if n_bad else "")
+        + " ("
+        + ", ".join(f"{v} from the {k}" for k, v in files.origins.items() if v)
+        + ")"
+    )
+    size = sum(p.stat().st_size for p in files.paths.values())
+    info = info.finished(n_runs, n_bad, message, size_bytes=size)
+    _write_study(con, study, info, runs, obs, quarantine)
+    for _, _, reason in parsed.rejected:
+        log.warning("quarantined: %s", reason)
+    log.info(message)
+    return StudyLoadInfo(
+        study.name, "loaded", info.ingest_id, n_runs, n_obs, n_bad, files.origins, message
+    )
+
+
+def _checked_rows(
+    study: Study, parsed: Parsed, ingest_id: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The parsed ``runs`` and ``observations``, validated; a row the schema rejects is a
+    bug in the parser (not the data's fault), so it fails the load."""
     runs = pl.DataFrame(parsed.runs, infer_schema_length=None).with_columns(
         pl.lit(ingest_id).alias("ingest_id")
     )
@@ -671,64 +482,35 @@ def load_study(
             f"{study.name}: the parser made rows the schema rejects ({bad}); "
             "this is a bug in the parser"
         )
-    quarantine = pl.DataFrame(
-        {
-            "ingest_id": [ingest_id] * len(parsed.rejected),
-            "path": [p for p, _, _ in parsed.rejected],
-            "row_number": list(range(1, len(parsed.rejected) + 1)),
-            "raw": [json.dumps({"text": t}) for _, t, _ in parsed.rejected],
-            "reason": [r for _, _, r in parsed.rejected],
-        },
-        schema_overrides={"row_number": pl.Int64},
-    )
-    n_runs, n_obs, n_bad = checked_runs.valid.height, checked_obs.valid.height, quarantine.height
-    message = (
-        f"{study.name}: {n_runs} runs, {n_obs} observations loaded"
-        + (f", {n_bad} run file(s) quarantined" if n_bad else "")
-        + " ("
-        + ", ".join(f"{v} from the {k}" for k, v in files.origins.items() if v)
-        + ")"
-    )
-    ingest = pl.DataFrame(
-        {
-            "ingest_id": [ingest_id],
-            "path": [study.url_template.format(commit=study.commit, path="")],
-            "sha256": [study.declaration_sha256()],
-            "format": ["study"],
-            "started_at": [started],
-            "finished_at": [_now()],
-            "rows_in": [n_runs + n_bad],
-            "rows_ok": [n_runs],
-            "rows_rejected": [n_bad],
-            "status": ["rejected_rows" if n_bad else "ok"],
-            "message": [message],
-            "size_bytes": [sum(p.stat().st_size for p in files.paths.values())],
-            "settings_sha256": [study.declaration_sha256()],
-        }
-    )
+    return checked_runs.valid, checked_obs.valid
+
+
+def _write_study(
+    con: Any,
+    study: Study,
+    info: LoadInfo,
+    runs: pl.DataFrame,
+    obs: pl.DataFrame,
+    quarantine: pl.DataFrame,
+) -> None:
+    """Replace the study's rows, quarantine and ``ingests`` row: one transaction."""
     mine = f"starts_with(run_id, '{study.name}:')"
     with store.transaction(con):
-        store.write(con, "observations", checked_obs.valid, replace_where=mine, validate=False)
-        store.write(con, "runs", checked_runs.valid, replace_where=mine, validate=False)
+        store.write(con, "observations", obs, replace_where=mine, validate=False)
+        store.write(con, "runs", runs, replace_where=mine, validate=False)
         store.run(
             con,
             "DELETE FROM quarantine WHERE starts_with(ingest_id, ?)",
             [f"study-{study.name}-"],
         )
-        if n_bad:
+        if quarantine.height:
             store.write(con, "quarantine", quarantine)
         store.run(
             con,
             "DELETE FROM ingests WHERE starts_with(ingest_id, ?) AND ingest_id <> ?",
-            [f"study-{study.name}-", ingest_id],
+            [f"study-{study.name}-", info.ingest_id],
         )
-        store.write(con, "ingests", ingest)
-    for _, _, reason in parsed.rejected:
-        log.warning("quarantined: %s", reason)
-    log.info(message)
-    return StudyLoadInfo(
-        study.name, "loaded", ingest_id, n_runs, n_obs, n_bad, files.origins, message
-    )
+        store.write(con, "ingests", info.to_frame())
 
 
 @dataclass(frozen=True, slots=True)
@@ -755,7 +537,7 @@ def load_all(
 ) -> list[StudyStatus]:
     """Load every declared study (:func:`load_study`); one failure does not stop the others."""
     from ..errors import ScalefitError
-    from .upstream import offline_default
+    from .upstream_fetch import offline_default
 
     offline = offline_default() if offline is None else offline
     out = []

@@ -45,7 +45,7 @@ from ..errors import (
     ScalefitError,
     UpstreamError,
 )
-from .info import now as _now
+from .info import LoadInfo, Previous, Scan, decide, started
 from .upstream_fetch import (
     FetchInfo,
     FetchStatus,
@@ -57,6 +57,7 @@ from .upstream_fetch import (
 from .upstream_prepare import (
     _prepare_models,
     _prepare_runs,
+    _Prepared,
     _raw_rows,
     _sql,
     model_changes,
@@ -190,90 +191,116 @@ def load_upstream(
         The file cannot be read or lacks a mapped column; nothing is written.
     """
     name = upstream.name
-    early: list[pl.DataFrame] = []
-    if fetch_info.downloaded_sha256 and fetch_info.rejected_path is not None:
-        early.append(
-            _snapshot_row(
-                upstream,
-                fetch_info.downloaded_sha256,
-                fetch_info.rejected_path,
-                status="rejected",
-                message=fetch_info.message,
-            )
-        )
-
-    def finish(status: Literal["unchanged", "skipped"], message: str) -> UpstreamLoadInfo:
-        if early:
-            with store.transaction(con):
-                for row in early:
-                    store.write(con, "upstream_snapshots", row)
-        log.info(message)
-        return UpstreamLoadInfo(
-            name, upstream.kind, fetch_info.sha256, status, None, 0, 0, 0, 0, message
-        )
-
+    early = _rejected_snapshot(upstream, fetch_info)
     if fetch_info.path is None or fetch_info.sha256 is None:
-        return finish("skipped", f"{name}: no copy to load ({fetch_info.status})")
+        message = f"{name}: no copy to load ({fetch_info.status})"
+        return _not_loaded(con, upstream, fetch_info, early, "skipped", message)
     sha, path = fetch_info.sha256, fetch_info.path
     current = _current_snapshot(con, name)
     settings = upstream.settings_sha256()
-    if (
-        current is not None
-        and current["sha256"] == sha
-        and current["settings_sha256"] == settings
-        and _rows_in_store(con, upstream) == current["rows"]
-    ):
-        return finish("unchanged", f"{name}: snapshot {sha[:12]} already loaded")
-
-    started = _now()
-    ingest_id = f"upstream-{name}-{sha[:16]}"
-    frame = read_upstream_file(upstream, path)
-    previous_sha = current["sha256"] if current else None
-    if upstream.kind == "runs":
-        prepared = _prepare_runs(upstream, frame, sha, ingest_id)
-    else:
-        prepared = _prepare_models(con, upstream, frame, sha, previous_sha)
-    raw = _raw_rows(frame)
-    rejected = prepared.rejected
-    quarantine = rejected.select(
-        pl.lit(ingest_id).alias("ingest_id"),
-        pl.lit(upstream.url).alias("path"),
-        "row_number",
-        raw.gather(rejected["row_number"] - 1).alias("raw"),
-        "reason",
+    intact = current is not None and _rows_in_store(con, upstream) == current["rows"]
+    decision = decide(Previous.from_row(current, intact=intact), Scan(sha), settings)
+    if decision.mode == "unchanged":
+        message = f"{name}: snapshot {sha[:12]} already loaded"
+        return _not_loaded(con, upstream, fetch_info, early, "unchanged", message)
+    info = started(
+        "upstream",
+        upstream.url,
+        name=name,
+        sha256=sha,
+        format=upstream.format,
+        size_bytes=path.stat().st_size,
+        settings_sha256=settings,
     )
-    n_bad = rejected.height
+    frame = read_upstream_file(upstream, path)
+    if upstream.kind == "runs":
+        prepared = _prepare_runs(upstream, frame, sha, info.ingest_id)
+    else:
+        previous_sha = current["sha256"] if current else None
+        prepared = _prepare_models(con, upstream, frame, sha, previous_sha)
+    n_bad = prepared.rejected.height
     message = (
         f"{name}: snapshot {sha[:12]}: {prepared.rows_ok} of {prepared.rows_in} rows loaded"
         + (f", {n_bad} quarantined" if n_bad else "")
         + (f", {prepared.changes} changes logged" if prepared.changes else "")
     )
-    loaded_at = _now()
-    ingest = pl.DataFrame(
-        {
-            "ingest_id": [ingest_id],
-            "path": [upstream.url],
-            "sha256": [sha],
-            "format": [upstream.format],
-            "started_at": [started],
-            "finished_at": [loaded_at],
-            "rows_in": [prepared.rows_ok + n_bad],
-            "rows_ok": [prepared.rows_ok],
-            "rows_rejected": [n_bad],
-            "status": ["rejected_rows" if n_bad else "ok"],
-            "message": [message],
-            "size_bytes": [path.stat().st_size],
-            "settings_sha256": [settings],
-        }
+    info = info.finished(prepared.rows_ok, n_bad, message, mode=decision.mode)
+    _write_snapshot(con, upstream, info, prepared, _raw_rows(frame), early, path)
+    log.info(message)
+    return UpstreamLoadInfo(
+        upstream=name,
+        kind=upstream.kind,
+        sha256=sha,
+        status="loaded",
+        ingest_id=info.ingest_id,
+        rows_in=info.rows_in,
+        rows_ok=info.rows_ok,
+        rows_rejected=n_bad,
+        changes=prepared.changes,
+        message=message,
     )
+
+
+def _rejected_snapshot(upstream: Upstream, fetch_info: FetchInfo) -> list[pl.DataFrame]:
+    """The ``rejected`` snapshot row of a download that failed its pin, if there was one."""
+    if not fetch_info.downloaded_sha256 or fetch_info.rejected_path is None:
+        return []
+    row = _snapshot_row(
+        upstream,
+        fetch_info.downloaded_sha256,
+        fetch_info.rejected_path,
+        status="rejected",
+        message=fetch_info.message,
+    )
+    return [row]
+
+
+def _not_loaded(
+    con: duckdb.DuckDBPyConnection,
+    upstream: Upstream,
+    fetch_info: FetchInfo,
+    early: list[pl.DataFrame],
+    status: Literal["unchanged", "skipped"],
+    message: str,
+) -> UpstreamLoadInfo:
+    """Nothing to load: record only a rejected download's snapshot row."""
+    if early:
+        with store.transaction(con):
+            for row in early:
+                store.write(con, "upstream_snapshots", row)
+    log.info(message)
+    return UpstreamLoadInfo(
+        upstream.name, upstream.kind, fetch_info.sha256, status, None, 0, 0, 0, 0, message
+    )
+
+
+def _write_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    upstream: Upstream,
+    info: LoadInfo,
+    prepared: _Prepared,
+    raw: pl.Series,
+    early: list[pl.DataFrame],
+    path: Path,
+) -> None:
+    """Write a snapshot's rows, quarantine, ``ingests`` row and snapshot row: one transaction."""
+    rejected = prepared.rejected
+    quarantine = rejected.select(
+        pl.lit(info.ingest_id).alias("ingest_id"),
+        pl.lit(upstream.url).alias("path"),
+        "row_number",
+        raw.gather(rejected["row_number"] - 1).alias("raw"),
+        "reason",
+    )
+    assert info.sha256 is not None
     snapshot = _snapshot_row(
         upstream,
-        sha,
+        info.sha256,
         path,
         status="current",
-        loaded_at=loaded_at,
-        rows=prepared.rows_ok,
-        rows_rejected=n_bad,
+        loaded_at=info.finished_at,
+        rows=info.rows_ok,
+        rows_rejected=info.rows_rejected,
     )
     with store.transaction(con):
         for row in early:
@@ -282,28 +309,16 @@ def load_upstream(
             # Validating again would strip `name_raw`, which is kept as the file has it.
             again = table != "upstream_models"
             store.write(con, table, data, replace_where=where, validate=again)
-        store.write(con, "quarantine", quarantine, replace_where=f"ingest_id = {_sql(ingest_id)}")
-        store.write(con, "ingests", ingest)
+        mine = f"ingest_id = {_sql(info.ingest_id)}"
+        store.write(con, "quarantine", quarantine, replace_where=mine)
+        store.write(con, "ingests", info.to_frame())
         store.run(
             con,
             "UPDATE upstream_snapshots SET status = 'superseded' "
             "WHERE upstream = ? AND status = 'current' AND sha256 <> ?",
-            [name, sha],
+            [upstream.name, info.sha256],
         )
         store.write(con, "upstream_snapshots", snapshot)
-    log.info(message)
-    return UpstreamLoadInfo(
-        upstream=name,
-        kind=upstream.kind,
-        sha256=sha,
-        status="loaded",
-        ingest_id=ingest_id,
-        rows_in=prepared.rows_ok + n_bad,
-        rows_ok=prepared.rows_ok,
-        rows_rejected=n_bad,
-        changes=prepared.changes,
-        message=message,
-    )
 
 
 @dataclass(frozen=True, slots=True)

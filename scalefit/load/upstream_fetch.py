@@ -218,10 +218,14 @@ def _good_copy(upstream: Upstream, folder: Path) -> tuple[str, Path] | None:
     return _current(folder)
 
 
-def _download(url: str, folder: Path, timeout: float) -> tuple[Path, str, int]:
-    """Stream ``url`` into a temp file in ``folder``; returns (temp path, sha256, size)."""
+def _download(
+    url: str, folder: Path, timeout: float, agent: str = "upstream refresh"
+) -> tuple[Path, str, int]:
+    """Stream ``url`` into a temp file in ``folder`` (made if missing); returns (temp path,
+    sha256, size). ``agent`` says in the User-Agent what downloads (upstreams, studies)."""
+    folder.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(
-        url, headers={"User-Agent": f"scalefit/{scalefit.__version__} (+upstream refresh)"}
+        url, headers={"User-Agent": f"scalefit/{scalefit.__version__} (+{agent})"}
     )
     fd, name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
     tmp = Path(name)
