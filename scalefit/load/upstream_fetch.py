@@ -291,36 +291,59 @@ def fetch_upstream(
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / upstream.name
     folder.mkdir(parents=True, exist_ok=True)
     checked_at = _now()
-    previous = _current(folder)
-    good = _good_copy(upstream, folder)
+    fetch = _Fetch(upstream, folder, checked_at, _current(folder), _good_copy(upstream, folder))
+    if offline:
+        return fetch.fallback("offline", "offline (not downloading)")
+    try:
+        tmp, sha, size = _download(upstream.url, folder, timeout)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # URLError, HTTPError, timeouts and refused connections are all OSErrors.
+        why = f"could not download {upstream.url} ({_describe_error(exc)})"
+        return fetch.fallback("cached", why)
+    if upstream.sha256 is not None and sha != upstream.sha256:
+        return fetch.mismatch(tmp, sha)
+    return fetch.installed(tmp, sha, size)
 
-    def info(status: FetchStatus, message: str, **kw: Any) -> FetchInfo:
-        copy = kw.pop("copy", good)
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """One fetch of one upstream: what the cache held before, and the outcomes it can have."""
+
+    upstream: Upstream
+    folder: Path
+    checked_at: dt.datetime
+    previous: tuple[str, Path] | None
+    good: tuple[str, Path] | None
+
+    def info(self, status: FetchStatus, message: str, **kw: Any) -> FetchInfo:
+        copy = kw.pop("copy", self.good)
         values: dict[str, Any] = {
-            "upstream": upstream.name,
-            "url": upstream.url,
+            "upstream": self.upstream.name,
+            "url": self.upstream.url,
             "status": status,
             "path": copy[1] if copy else None,
             "sha256": copy[0] if copy else None,
             "fetched_at": _mtime(copy[1]) if copy else None,
             "changed": False,
-            "previous_sha256": previous[0] if previous else None,
+            "previous_sha256": self.previous[0] if self.previous else None,
             "downloaded_sha256": None,
-            "pinned_sha256": upstream.sha256,
+            "pinned_sha256": self.upstream.sha256,
             "rejected_path": None,
             "message": message,
-            "checked_at": checked_at,
+            "checked_at": self.checked_at,
         }
         return FetchInfo(**(values | kw))
 
-    def fallback(status: FetchStatus, why: str) -> FetchInfo:
+    def fallback(self, status: FetchStatus, why: str) -> FetchInfo:
+        """No download: the cached copy, with a warning, or none (offline: a warning)."""
+        upstream, good, folder = self.upstream, self.good, self.folder
         if good is not None:
             message = (
                 f"{upstream.name}: {why}; using the cached snapshot {good[0][:12]} "
                 f"(downloaded {_mtime(good[1]):%Y-%m-%d %H:%M} UTC)"
             )
             log.warning(message)
-            return info(status, message)
+            return self.info(status, message)
         hint = (
             "run the refresh with network access (unset SCALEFIT_OFFLINE, or set "
             "`[upstream] offline = false` in scalefit.toml)"
@@ -334,20 +357,14 @@ def fetch_upstream(
         )
         if status == "offline":
             log.warning(message)
-            return info("unavailable", message)
+            return self.info("unavailable", message)
         log.error(message)
-        return info("failed", message)
+        return self.info("failed", message)
 
-    if offline:
-        return fallback("offline", "offline (not downloading)")
-    try:
-        tmp, sha, size = _download(upstream.url, folder, timeout)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        # URLError, HTTPError, timeouts and refused connections are all OSErrors.
-        return fallback("cached", f"could not download {upstream.url} ({_describe_error(exc)})")
-
-    if upstream.sha256 is not None and sha != upstream.sha256:
-        rejected = folder / "rejected" / f"{sha}.{upstream.extension}"
+    def mismatch(self, tmp: Path, sha: str) -> FetchInfo:
+        """The download fails its pin: set it aside for review, keep the last good copy."""
+        upstream, good = self.upstream, self.good
+        rejected = self.folder / "rejected" / f"{sha}.{upstream.extension}"
         _install(tmp, rejected)
         kept = (
             f"kept the last good copy ({good[0][:12]})"
@@ -361,22 +378,25 @@ def fetch_upstream(
             f'sha256 = "{sha}" in [upstreams.{upstream.name}].'
         )
         log.error(message)
-        return info("hash_mismatch", message, downloaded_sha256=sha, rejected_path=rejected)
+        return self.info("hash_mismatch", message, downloaded_sha256=sha, rejected_path=rejected)
 
-    final = folder / f"{sha}.{upstream.extension}"
-    _install(tmp, final)
-    _write_json_atomic(
-        folder / "current.json",
-        {
-            "sha256": sha,
-            "file": final.name,
-            "url": upstream.url,
-            "size_bytes": size,
-            "fetched_at": _mtime(final).isoformat(),
-        },
-    )
-    changed = previous is None or previous[0] != sha
-    what = "new snapshot" if changed else "unchanged"
-    message = f"{upstream.name}: downloaded {size} bytes, sha256 {sha[:12]} ({what})"
-    log.info(message)
-    return info("ok", message, copy=(sha, final), changed=changed, downloaded_sha256=sha)
+    def installed(self, tmp: Path, sha: str, size: int) -> FetchInfo:
+        """A verified download becomes the current snapshot."""
+        upstream = self.upstream
+        final = self.folder / f"{sha}.{upstream.extension}"
+        _install(tmp, final)
+        _write_json_atomic(
+            self.folder / "current.json",
+            {
+                "sha256": sha,
+                "file": final.name,
+                "url": upstream.url,
+                "size_bytes": size,
+                "fetched_at": _mtime(final).isoformat(),
+            },
+        )
+        changed = self.previous is None or self.previous[0] != sha
+        what = "new snapshot" if changed else "unchanged"
+        message = f"{upstream.name}: downloaded {size} bytes, sha256 {sha[:12]} ({what})"
+        log.info(message)
+        return self.info("ok", message, copy=(sha, final), changed=changed, downloaded_sha256=sha)

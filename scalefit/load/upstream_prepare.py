@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +143,11 @@ def _number(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: str) -> _Prepared:
-    """``runs`` + ``observations`` rows of a snapshot of published loss points."""
+def _runs_source(upstream: Upstream, frame: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+    """The mapped columns as text, a missing ``tokens`` or ``flops`` derived (``C = 6 N D``),
+    and run ids ``<name>:<run_id or row>``; and which quantity was derived, if one was."""
     cols = _mapped(upstream, frame)
-    name = upstream.name
-    n = frame.height
-    rows = pl.Series(ROW, range(1, n + 1), dtype=pl.Int64)
+    rows = pl.Series(ROW, range(1, frame.height + 1), dtype=pl.Int64)
     src = frame.select(
         pl.col(cols[t]).alias(t)
         for t in ("params", "loss", "tokens", "flops", "run_id")
@@ -170,16 +169,23 @@ def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: 
             flops = pl.lit(None, pl.String)
         src = src.with_columns(flops.alias("flops"))
     if "run_id" in cols:
-        run_id = pl.lit(f"{name}:") + pl.col("run_id").str.strip_chars()
+        run_id = pl.lit(f"{upstream.name}:") + pl.col("run_id").str.strip_chars()
     else:
-        run_id = pl.lit(f"{name}:") + pl.col(ROW).cast(pl.String)
-    src = src.with_columns(run_id.alias("run_id"))
+        run_id = pl.lit(f"{upstream.name}:") + pl.col(ROW).cast(pl.String)
+    return src.with_columns(run_id.alias("run_id")), derived
+
+
+def _runs_rows(
+    upstream: Upstream, src: pl.DataFrame, derived: str | None, sha: str, ingest_id: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The ``runs`` and ``observations`` rows (as text, not yet validated) of the source."""
+    name = upstream.name
     configs = [
         json.dumps(
             {"upstream": name, "snapshot_sha256": sha, "row_number": i}
             | ({"derived": derived} if derived else {})
         )
-        for i in range(1, n + 1)
+        for i in range(1, src.height + 1)
     ]
     runs = src.select(
         "run_id",
@@ -202,6 +208,15 @@ def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: 
         pl.lit(ingest_id).alias("ingest_id"),
         *([pl.col(ROW).alias("row_number")] if "row_number" in _OBS_COLUMNS else []),
     )
+    return runs, obs
+
+
+def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: str) -> _Prepared:
+    """``runs`` + ``observations`` rows of a snapshot of published loss points."""
+    cols = _mapped(upstream, frame)
+    src, derived = _runs_source(upstream, frame)
+    runs, obs = _runs_rows(upstream, src, derived, sha, ingest_id)
+    rows = src[ROW]
     checked_runs = validate_frame(runs, RunSchema, row_numbers=rows, fill_missing=True)
     checked_obs = validate_frame(obs, ObservationSchema, row_numbers=rows, fill_missing=True)
     rejected = _rejected([checked_runs.rejected, checked_obs.rejected])
@@ -215,17 +230,13 @@ def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: 
             )
     bad = rejected["row_number"].implode()
     row_of = pl.DataFrame({"run_id": src["run_id"], ROW: src[ROW]}).unique("run_id", keep="first")
-    runs_ok = (
-        checked_runs.valid.join(row_of, on="run_id", how="left")
-        .filter(~pl.col(ROW).is_in(bad))
-        .drop(ROW)
-    )
-    obs_ok = (
-        checked_obs.valid.join(row_of, on="run_id", how="left")
-        .filter(~pl.col(ROW).is_in(bad))
-        .drop(ROW)
-    )
-    mine = f"project = {_sql(name)} AND starts_with(run_id, {_sql(name + ':')})"
+
+    def good(valid: pl.DataFrame) -> pl.DataFrame:
+        joined = valid.join(row_of, on="run_id", how="left")
+        return joined.filter(~pl.col(ROW).is_in(bad)).drop(ROW)
+
+    runs_ok, obs_ok = good(checked_runs.valid), good(checked_obs.valid)
+    mine = f"project = {_sql(upstream.name)} AND starts_with(run_id, {_sql(upstream.name + ':')})"
     return _Prepared(
         writes=[
             # Observations first: their predicate finds the old runs before those are replaced.
@@ -233,7 +244,7 @@ def _prepare_runs(upstream: Upstream, frame: pl.DataFrame, sha: str, ingest_id: 
             ("runs", runs_ok, mine),
         ],
         rejected=rejected,
-        rows_in=n,
+        rows_in=frame.height,
         rows_ok=runs_ok.height,
         changes=0,
     )
@@ -287,83 +298,77 @@ def model_changes(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     """
     old_rows = {r["name"]: _values(r) for r in old.iter_rows(named=True)}
     new_rows = {r["name"]: _values(r) for r in new.iter_rows(named=True)}
-    old_cols = set().union(*old_rows.values()) if old_rows else set()
-    new_cols = set().union(*new_rows.values()) if new_rows else set()
-    compared = sorted(old_cols & new_cols) if old_rows and new_rows else []
-    out: list[dict[str, Any]] = []
+    return _ModelDiff(old_rows, new_rows).changes()
 
-    def add(name: str | None, change: str, column: str | None, before: Any, after: Any) -> None:
-        out.append(
-            {
-                "name": name,
-                "change": change,
-                "column_name": column,
-                "old_value": before,
-                "new_value": after,
-            }
-        )
 
-    if old_rows and new_rows:
-        for c in sorted(new_cols - old_cols):
-            add(None, "column_added", c, None, None)
-        for c in sorted(old_cols - new_cols):
-            add(None, "column_removed", c, None, None)
+_Values = dict[str, str | None]
 
-    def diff(old_name: str, new_name: str) -> None:
-        before, after = old_rows[old_name], new_rows[new_name]
-        for c in compared:
+
+class _ModelDiff:
+    """:func:`model_changes` of two snapshots' rows (name -> compared values)."""
+
+    def __init__(self, old_rows: dict[str, _Values], new_rows: dict[str, _Values]) -> None:
+        self.old_rows, self.new_rows = old_rows, new_rows
+        old_cols = set().union(*old_rows.values()) if old_rows else set()
+        new_cols = set().union(*new_rows.values()) if new_rows else set()
+        both = bool(old_rows and new_rows)
+        self.compared = sorted(old_cols & new_cols) if both else []
+        self.out: list[dict[str, Any]] = []
+        if both:
+            for c in sorted(new_cols - old_cols):
+                self.add(None, "column_added", c, None, None)
+            for c in sorted(old_cols - new_cols):
+                self.add(None, "column_removed", c, None, None)
+        self.removed = [n for n in old_rows if n not in new_rows]
+        self.added = [n for n in new_rows if n not in old_rows]
+        self.pairs: list[tuple[str, str]] = []
+
+    def add(self, name: str | None, change: str, column: str | None, old: Any, new: Any) -> None:
+        row = {"name": name, "change": change, "column_name": column}
+        self.out.append(row | {"old_value": old, "new_value": new})
+
+    def diff(self, old_name: str, new_name: str) -> None:
+        before, after = self.old_rows[old_name], self.new_rows[new_name]
+        for c in self.compared:
             if before.get(c) != after.get(c):
-                add(new_name, "changed", c, before.get(c), after.get(c))
+                self.add(new_name, "changed", c, before.get(c), after.get(c))
 
-    removed = [n for n in old_rows if n not in new_rows]
-    added = [n for n in new_rows if n not in old_rows]
-    pairs: list[tuple[str, str]] = []
-
-    def match(key: Any) -> None:
+    def match(self, key: Callable[[str, dict[str, _Values]], Any]) -> None:
+        """Pair a removed and an added row whose ``key`` is theirs alone."""
         gone: dict[Any, list[str]] = {}
         came: dict[Any, list[str]] = {}
-        for n in removed:
-            if (k := key(n, old_rows)) is not None:
+        for n in self.removed:
+            if (k := key(n, self.old_rows)) is not None:
                 gone.setdefault(k, []).append(n)
-        for n in added:
-            if (k := key(n, new_rows)) is not None:
+        for n in self.added:
+            if (k := key(n, self.new_rows)) is not None:
                 came.setdefault(k, []).append(n)
         for k, names in gone.items():
             if len(names) == 1 and len(came.get(k, [])) == 1:
-                pairs.append((names[0], came[k][0]))
-                removed.remove(names[0])
-                added.remove(came[k][0])
+                self.pairs.append((names[0], came[k][0]))
+                self.removed.remove(names[0])
+                self.added.remove(came[k][0])
 
-    match(lambda n, _rows: n.casefold())
-
-    def signature(n: str, rows: dict[str, dict[str, str | None]]) -> tuple | None:
-        values = tuple(rows[n].get(c) for c in compared)
+    def signature(self, n: str, rows: dict[str, _Values]) -> tuple | None:
+        values = tuple(rows[n].get(c) for c in self.compared)
         return values if any(v is not None for v in values) else None
 
-    match(signature)
-
-    for old_name, new_name in pairs:
-        add(new_name, "renamed", "name", old_name, new_name)
-        diff(old_name, new_name)
-    for n in sorted(set(old_rows) & set(new_rows)):
-        diff(n, n)
-    for n in removed:
-        add(n, "removed", None, json.dumps(old_rows[n], sort_keys=True), None)
-    for n in added:
-        add(n, "added", None, None, json.dumps(new_rows[n], sort_keys=True))
-
-    order = {c: i for i, c in enumerate(CHANGE_KINDS)}
-    out.sort(key=lambda r: (order[r["change"]], r["name"] or "", r["column_name"] or ""))
-    return pl.DataFrame(
-        out,
-        schema={
-            "name": pl.String,
-            "change": pl.String,
-            "column_name": pl.String,
-            "old_value": pl.String,
-            "new_value": pl.String,
-        },
-    )
+    def changes(self) -> pl.DataFrame:
+        self.match(lambda n, _rows: n.casefold())
+        self.match(self.signature)
+        for old_name, new_name in self.pairs:
+            self.add(new_name, "renamed", "name", old_name, new_name)
+            self.diff(old_name, new_name)
+        for n in sorted(set(self.old_rows) & set(self.new_rows)):
+            self.diff(n, n)
+        for n in self.removed:
+            self.add(n, "removed", None, json.dumps(self.old_rows[n], sort_keys=True), None)
+        for n in self.added:
+            self.add(n, "added", None, None, json.dumps(self.new_rows[n], sort_keys=True))
+        order = {c: i for i, c in enumerate(CHANGE_KINDS)}
+        self.out.sort(key=lambda r: (order[r["change"]], r["name"] or "", r["column_name"] or ""))
+        names = ("name", "change", "column_name", "old_value", "new_value")
+        return pl.DataFrame(self.out, schema=dict.fromkeys(names, pl.String))
 
 
 def _prepare_models(
@@ -374,32 +379,7 @@ def _prepare_models(
     previous_sha: str | None,
 ) -> _Prepared:
     """``upstream_models`` rows of a snapshot and, when it replaces another, its changes."""
-    cols = _mapped(upstream, frame)
-    n = frame.height
-    rows = pl.Series(ROW, range(1, n + 1), dtype=pl.Int64)
-    mapped_cols = set(cols.values())
-    others = [c for c in frame.columns if c not in mapped_cols]
-    extras = [
-        json.dumps({c: (None if v is None else v.strip()) for c, v in r.items()})
-        for r in frame.select(others).iter_rows(named=True)
-    ]
-    raw_names = frame[cols["name"]]
-    names = [normalize_name(v) for v in raw_names.to_list()]
-    models = pl.DataFrame(
-        {
-            "upstream": [upstream.name] * n,
-            "name": names,
-            "name_raw": raw_names,
-            "snapshot_sha256": [sha] * n,
-            "row_number": rows,
-            **{
-                c: frame[cols[c]] if c in cols else pl.Series(c, [None] * n, dtype=pl.String)
-                for c in _VALUE_COLUMNS
-            },
-            "extra": extras,
-        },
-        schema_overrides={"name": pl.String, "name_raw": pl.String},
-    )
+    models = _model_rows(upstream, frame, sha)
     # A normalised name seen before is a duplicate: keep the first, quarantine the others.
     dupes = (
         models.with_columns(pl.col("row_number").first().over("name").alias("_first"))
@@ -411,8 +391,7 @@ def _prepare_models(
             ).alias("reason"),
         )
     )
-    dupe_rows = dupes["row_number"].implode()
-    unique = models.filter(~pl.col("row_number").is_in(dupe_rows))
+    unique = models.filter(~pl.col("row_number").is_in(dupes["row_number"].implode()))
     checked = validate_frame(
         unique, UpstreamModelSchema, row_numbers=unique["row_number"], fill_missing=True
     )
@@ -423,8 +402,8 @@ def _prepare_models(
         .join(models.select("row_number", "name_raw"), on="row_number", how="left")
         .select(checked.valid.columns)
     )
-    changes = 0
     writes: list[tuple[str, pl.DataFrame, str | None]] = []
+    changes = 0
     if previous_sha is not None and previous_sha != sha:
         old = store.query(con, "SELECT * FROM upstream_models WHERE upstream = ?", [upstream.name])
         diff = model_changes(old, valid)
@@ -438,4 +417,34 @@ def _prepare_models(
             writes.append(("upstream_changes", log_rows, None))
             changes = diff.height
     writes.append(("upstream_models", valid, f"upstream = {_sql(upstream.name)}"))
-    return _Prepared(writes, rejected, n, valid.height, changes)
+    return _Prepared(writes, rejected, frame.height, valid.height, changes)
+
+
+def _model_rows(upstream: Upstream, frame: pl.DataFrame, sha: str) -> pl.DataFrame:
+    """``upstream_models`` rows (as text) of a file: names normalised, the file's other
+    columns kept as JSON in ``extra``."""
+    cols = _mapped(upstream, frame)
+    n = frame.height
+    mapped_cols = set(cols.values())
+    others = [c for c in frame.columns if c not in mapped_cols]
+    extras = [
+        json.dumps({c: (None if v is None else v.strip()) for c, v in r.items()})
+        for r in frame.select(others).iter_rows(named=True)
+    ]
+    raw_names = frame[cols["name"]]
+    names = [normalize_name(v) for v in raw_names.to_list()]
+    return pl.DataFrame(
+        {
+            "upstream": [upstream.name] * n,
+            "name": names,
+            "name_raw": raw_names,
+            "snapshot_sha256": [sha] * n,
+            "row_number": pl.Series(ROW, range(1, n + 1), dtype=pl.Int64),
+            **{
+                c: frame[cols[c]] if c in cols else pl.Series(c, [None] * n, dtype=pl.String)
+                for c in _VALUE_COLUMNS
+            },
+            "extra": extras,
+        },
+        schema_overrides={"name": pl.String, "name_raw": pl.String},
+    )
