@@ -197,48 +197,55 @@ def load_upstream(
         return _not_loaded(con, upstream, fetch_info, early, "skipped", message)
     sha, path = fetch_info.sha256, fetch_info.path
     current = _current_snapshot(con, name)
-    settings = upstream.settings_sha256()
     intact = current is not None and _rows_in_store(con, upstream) == current["rows"]
-    decision = decide(Previous.from_row(current, intact=intact), Scan(sha), settings)
+    previous = Previous.from_row(current, intact=intact)
+    decision = decide(previous, Scan(sha), upstream.settings_sha256())
     if decision.mode == "unchanged":
         message = f"{name}: snapshot {sha[:12]} already loaded"
         return _not_loaded(con, upstream, fetch_info, early, "unchanged", message)
+    previous_sha = current["sha256"] if current else None
+    info, prepared, raw = _prepare(con, upstream, path, sha, previous_sha, decision.mode)
+    _write_snapshot(con, upstream, info, prepared, raw, early, path)
+    log.info(info.message)
+    return UpstreamLoadInfo(
+        name, upstream.kind, sha, "loaded", info.ingest_id, info.rows_in, info.rows_ok,
+        info.rows_rejected, prepared.changes, info.message or "",
+    )  # fmt: skip
+
+
+def _prepare(
+    con: duckdb.DuckDBPyConnection,
+    upstream: Upstream,
+    path: Path,
+    sha: str,
+    previous_sha: str | None,
+    mode: str,
+) -> tuple[LoadInfo, _Prepared, pl.Series]:
+    """Read and prepare a snapshot: its ``ingests`` row, its rows, and the file's rows as
+    read (for ``quarantine``)."""
     info = started(
         "upstream",
         upstream.url,
-        name=name,
+        name=upstream.name,
         sha256=sha,
         format=upstream.format,
         size_bytes=path.stat().st_size,
-        settings_sha256=settings,
+        settings_sha256=upstream.settings_sha256(),
     )
     frame = read_upstream_file(upstream, path)
     if upstream.kind == "runs":
         prepared = _prepare_runs(upstream, frame, sha, info.ingest_id)
     else:
-        previous_sha = current["sha256"] if current else None
         prepared = _prepare_models(con, upstream, frame, sha, previous_sha)
     n_bad = prepared.rejected.height
     message = (
-        f"{name}: snapshot {sha[:12]}: {prepared.rows_ok} of {prepared.rows_in} rows loaded"
+        f"{upstream.name}: snapshot {sha[:12]}: {prepared.rows_ok} of {prepared.rows_in} rows "
+        "loaded"
         + (f", {n_bad} quarantined" if n_bad else "")
         + (f", {prepared.changes} changes logged" if prepared.changes else "")
     )
-    info = info.finished(prepared.rows_ok, n_bad, message, mode=decision.mode)
-    _write_snapshot(con, upstream, info, prepared, _raw_rows(frame), early, path)
-    log.info(message)
-    return UpstreamLoadInfo(
-        upstream=name,
-        kind=upstream.kind,
-        sha256=sha,
-        status="loaded",
-        ingest_id=info.ingest_id,
-        rows_in=info.rows_in,
-        rows_ok=info.rows_ok,
-        rows_rejected=n_bad,
-        changes=prepared.changes,
-        message=message,
-    )
+    info = info.finished(prepared.rows_ok, n_bad, message, mode=mode)
+    return info, prepared, _raw_rows(frame)
 
 
 def _rejected_snapshot(upstream: Upstream, fetch_info: FetchInfo) -> list[pl.DataFrame]:
@@ -389,31 +396,33 @@ def refresh_upstreams(
     upstreams = load_upstreams(directory)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     offline = offline_default() if offline is None else offline
-    results: list[UpstreamInfo] = []
-    for upstream in upstreams:
-        try:
-            fetched = fetch_upstream(upstream, cache, offline=offline, timeout=timeout)
-        except (OSError, ScalefitError) as exc:
-            message = f"{upstream.name}: cannot use the cache {cache}: {exc}"
-            log.error(message)
-            results.append(UpstreamInfo(upstream.name, "error", message))
-            continue
-        try:
-            with store.connect(db_path) as con:
-                loaded = load_upstream(con, upstream, fetched)
-        except DatabaseBusyError:
-            raise
-        except (OSError, ScalefitError, pl.exceptions.PolarsError) as exc:
-            message = f"{upstream.name}: load failed, the store keeps its previous rows: {exc}"
-            log.error(message)
-            results.append(UpstreamInfo(upstream.name, "error", message, fetched))
-            continue
-        status = fetched.level
-        message = fetched.message if status != "ok" else loaded.message
-        if status != "ok" and loaded.changed:
-            message += f"; {loaded.message}"
-        results.append(UpstreamInfo(upstream.name, status, message, fetched, loaded))
-    return results
+    return [_refresh_one(db_path, u, cache, offline, timeout) for u in upstreams]
+
+
+def _refresh_one(
+    db_path: str | os.PathLike[str], upstream: Upstream, cache: Path, offline: bool, timeout: float
+) -> UpstreamInfo:
+    """Fetch and load one upstream (see :func:`refresh_upstreams`)."""
+    try:
+        fetched = fetch_upstream(upstream, cache, offline=offline, timeout=timeout)
+    except (OSError, ScalefitError) as exc:
+        message = f"{upstream.name}: cannot use the cache {cache}: {exc}"
+        log.error(message)
+        return UpstreamInfo(upstream.name, "error", message)
+    try:
+        with store.connect(db_path) as con:
+            loaded = load_upstream(con, upstream, fetched)
+    except DatabaseBusyError:
+        raise
+    except (OSError, ScalefitError, pl.exceptions.PolarsError) as exc:
+        message = f"{upstream.name}: load failed, the store keeps its previous rows: {exc}"
+        log.error(message)
+        return UpstreamInfo(upstream.name, "error", message, fetched)
+    status = fetched.level
+    message = fetched.message if status != "ok" else loaded.message
+    if status != "ok" and loaded.changed:
+        message += f"; {loaded.message}"
+    return UpstreamInfo(upstream.name, status, message, fetched, loaded)
 
 
 __all__ = [

@@ -117,12 +117,22 @@ class Upstream:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstream:
-    def fail(message: str) -> UpstreamConfigError:
+class _Fail:
+    """Makes the error of one bad entry, naming the file and the entry."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+
+    def __call__(self, message: str) -> UpstreamConfigError:
         return UpstreamConfigError(
-            f"{path}: [upstreams.{name}] {message}", path=str(path), upstream=name
+            f"{self.path}: [upstreams.{self.name}] {message}",
+            path=str(self.path),
+            upstream=self.name,
         )
 
+
+def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstream:
+    fail = _Fail(path, name)
     if not _NAME.match(name):
         raise fail("has a bad name: use letters, digits, `_`, `-` and `.`")
     if not isinstance(entry, dict):
@@ -130,6 +140,34 @@ def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstre
     unknown = sorted(set(entry) - set(_ENTRY_KEYS))
     if unknown:
         raise fail(f"has unknown key(s) {unknown}; allowed: {', '.join(_ENTRY_KEYS)}")
+    url, kind, fmt = _entry_what(entry, fail)
+    source_id = entry.get("source_id")
+    if not isinstance(source_id, str) or source_id not in known_sources:
+        raise fail(
+            f"`source_id` = {source_id!r} is not defined in [sources]: add a "
+            f"[sources.{source_id or '<id>'}] table citing where the file comes from"
+        )
+    sha = _entry_pin(entry, fail)
+    columns = _entry_columns(entry, kind, fail)
+    metric = entry.get("metric", "loss")
+    if not isinstance(metric, str) or not metric:
+        raise fail("`metric` must be a non-empty text")
+    notes = entry.get("notes")
+    return Upstream(
+        name=name,
+        url=url.strip(),
+        kind=kind,
+        format=fmt,
+        source_id=source_id,
+        columns=columns,
+        sha256=sha,
+        metric=metric,
+        notes=None if notes is None else str(notes),
+    )
+
+
+def _entry_what(entry: dict, fail: _Fail) -> tuple[str, str, str]:
+    """An entry's ``url``, ``kind`` and ``format`` (from the URL's suffix when not given)."""
     url = entry.get("url")
     if not isinstance(url, str) or not url.strip():
         raise fail('has no `url`: add `url = "https://..."`')
@@ -147,12 +185,11 @@ def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstre
             raise fail(f"needs `format` ({', '.join(FORMATS)}): the URL's suffix does not say")
     elif fmt not in FORMATS:
         raise fail(f"`format` = {fmt!r} is not one of {', '.join(FORMATS)}")
-    source_id = entry.get("source_id")
-    if not isinstance(source_id, str) or source_id not in known_sources:
-        raise fail(
-            f"`source_id` = {source_id!r} is not defined in [sources]: add a "
-            f"[sources.{source_id or '<id>'}] table citing where the file comes from"
-        )
+    return url, kind, fmt
+
+
+def _entry_pin(entry: dict, fail: _Fail) -> str | None:
+    """An entry's pinned sha256 (lowercase), or None for a living database."""
     sha = entry.get("sha256")
     pin = entry.get("pin", sha is not None)
     if not isinstance(pin, bool):
@@ -165,12 +202,17 @@ def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstre
             raise fail("has `sha256` but `pin = false`: remove one of them")
     elif pin:
         raise fail("has `pin = true` but no `sha256`: add it, or set `pin = false`")
+    return sha
+
+
+def _entry_columns(entry: dict, kind: str, fail: _Fail) -> tuple[tuple[str, str], ...]:
+    """An entry's ``(target, column in the file)`` pairs, checked against its kind."""
     columns = entry.get("columns")
     if not isinstance(columns, dict) or not all(
         isinstance(v, str) and v.strip() for v in columns.values()
     ):
         raise fail(
-            f'needs a [upstreams.{name}.columns] table: target = "column in the file" (text)'
+            f'needs a [upstreams.{fail.name}.columns] table: target = "column in the file" (text)'
         )
     required, optional = _TARGETS[kind]
     bad = sorted(set(columns) - set(required) - set(optional))
@@ -182,21 +224,7 @@ def _entry(path: Path, name: str, entry: Any, known_sources: set[str]) -> Upstre
     missing = [t for t in required if t not in columns]
     if missing:
         raise fail(f"must map {', '.join(f'`{t}`' for t in missing)} in its columns table")
-    metric = entry.get("metric", "loss")
-    if not isinstance(metric, str) or not metric:
-        raise fail("`metric` must be a non-empty text")
-    notes = entry.get("notes")
-    return Upstream(
-        name=name,
-        url=url.strip(),
-        kind=kind,
-        format=fmt,
-        source_id=source_id,
-        columns=tuple((k, v.strip()) for k, v in columns.items()),
-        sha256=sha,
-        metric=metric,
-        notes=None if notes is None else str(notes),
-    )
+    return tuple((k, v.strip()) for k, v in columns.items())
 
 
 def load_upstreams(path: str | os.PathLike[str] | None = None) -> list[Upstream]:
