@@ -211,50 +211,11 @@ def _load_chunk(
     counts.rows_in += long.height
     counts.metrics.update(chunk.metrics)
     if long.height:
-        ids = long["run_id"].drop_nulls().unique().to_list()
-        runs.resolve([r for r in ids if r.strip()])
-        bad = long.clear()
-        if any(r in runs.bad for r in ids):
-            is_bad = pl.col("run_id").is_in(pl.Series(list(runs.bad), dtype=pl.String).implode())
-            bad = long.filter(is_bad)
-            long = long.filter(~is_bad)
-        valid, rejected, in_order = _validate_long(long)
-        if bad.height:
-            rejected = pl.concat(
-                [
-                    rejected,
-                    bad.select(
-                        "row_number",
-                        pl.lit("{}").alias("raw"),
-                        pl.col("run_id")
-                        .replace_strict(runs.bad, return_dtype=pl.String)
-                        .alias("reason"),
-                    ),
-                ]
-            )
+        valid, rejected, in_order = _checked(long, runs)
         if rejected.height:
-            # Say which metric a bad `value` is. A row without a metric (its run was
-            # rejected) keeps `value`: a null replacement would fail the whole file.
-            metric = pl.col("raw").str.json_path_match("$.metric").fill_null("value")
-            rejected = (
-                rejected.with_columns(
-                    pl.col("reason").str.replace_all(
-                        "`value`", pl.format("`{}`", metric), literal=True
-                    )
-                )
-                .join(_raw_rows(chunk.frame, rejected["row_number"]), on="row_number", how="left")
-                .select("row_number", pl.col("file_raw").alias("raw"), "reason")
-            )
-            quarantine.append(rejected)
+            quarantine.append(_explained(rejected, chunk.frame))
         if valid.height:
-            tps = {r: row["tokens_per_step"] for r, row in runs.good.items()}
-            if valid["tokens"].null_count() and any(v is not None for v in tps.values()):
-                derived = pl.col("step") * pl.col("run_id").replace_strict(
-                    tps, default=None, return_dtype=pl.Float64
-                )
-                valid = valid.with_columns(
-                    pl.coalesce("tokens", pl.when(pl.col("step") > 0).then(derived)).alias("tokens")
-                )
+            valid = _with_tokens(valid, runs)
             counts.keys.update(valid, in_order)
             counts.run_ids.update(valid["run_id"].unique().to_list())
             out = valid.select(STAGE_COLUMNS)
@@ -262,3 +223,50 @@ def _load_chunk(
         counts.rows_rejected += q.height
         quarantine_rows(q.with_columns(pl.lit(v).alias(k) for k, v in base.items()))
     return out
+
+
+def _checked(long: pl.DataFrame, runs: _Runs) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
+    """Valid and rejected measurements (rows of a rejected run with that run's reason), and
+    whether the valid ones are in file order."""
+    ids = long["run_id"].drop_nulls().unique().to_list()
+    runs.resolve([r for r in ids if r.strip()])
+    bad = long.clear()
+    if any(r in runs.bad for r in ids):
+        is_bad = pl.col("run_id").is_in(pl.Series(list(runs.bad), dtype=pl.String).implode())
+        bad = long.filter(is_bad)
+        long = long.filter(~is_bad)
+    valid, rejected, in_order = _validate_long(long)
+    if bad.height:
+        reason = pl.col("run_id").replace_strict(runs.bad, return_dtype=pl.String)
+        rejected = pl.concat(
+            [rejected, bad.select("row_number", pl.lit("{}").alias("raw"), reason.alias("reason"))]
+        )
+    return valid, rejected, in_order
+
+
+def _explained(rejected: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """Rejected measurements as ``quarantine`` keeps them: the file's row, the reason naming
+    the metric."""
+    # Say which metric a bad `value` is. A row without a metric (its run was
+    # rejected) keeps `value`: a null replacement would fail the whole file.
+    metric = pl.col("raw").str.json_path_match("$.metric").fill_null("value")
+    return (
+        rejected.with_columns(
+            pl.col("reason").str.replace_all("`value`", pl.format("`{}`", metric), literal=True)
+        )
+        .join(_raw_rows(frame, rejected["row_number"]), on="row_number", how="left")
+        .select("row_number", pl.col("file_raw").alias("raw"), "reason")
+    )
+
+
+def _with_tokens(valid: pl.DataFrame, runs: _Runs) -> pl.DataFrame:
+    """Missing ``tokens`` as ``step * tokens_per_step`` of the run (null at step 0)."""
+    tps = {r: row["tokens_per_step"] for r, row in runs.good.items()}
+    if not (valid["tokens"].null_count() and any(v is not None for v in tps.values())):
+        return valid
+    derived = pl.col("step") * pl.col("run_id").replace_strict(
+        tps, default=None, return_dtype=pl.Float64
+    )
+    return valid.with_columns(
+        pl.coalesce("tokens", pl.when(pl.col("step") > 0).then(derived)).alias("tokens")
+    )

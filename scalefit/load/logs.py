@@ -59,6 +59,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -583,27 +584,33 @@ def ingest_paths(
     """
     _check_options(fmt, params, tokens_per_step)
     files, skipped = discover(paths)
-    infos = []
-    for i, path in enumerate(files):
-        size = path.stat().st_size if path.exists() else 0
-
-        def tick(rows: int, path: Path = path, i: int = i, size: int = size) -> None:
-            if progress:
-                progress(IngestProgress(path, i, len(files), rows, size))
-
-        info = ingest_file(
-            db,
-            path,
-            project=project,
-            params=params,
-            tokens_per_step=tokens_per_step,
-            fmt=fmt,
-            progress=tick,
-        )
-        infos.append(info)
-        if progress:
-            progress(IngestProgress(path, i, len(files), info.rows_in, size, info))
+    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    infos = [
+        _ingest_one(db, path, i, len(files), progress, fmt=fmt, **options)
+        for i, path in enumerate(files)
+    ]
     return IngestReport(tuple(infos), tuple(skipped))
+
+
+def _ingest_one(
+    db: duckdb.DuckDBPyConnection | str | os.PathLike[str],
+    path: Path,
+    i: int,
+    n_files: int,
+    progress: ProgressCallback | None,
+    **options: Any,
+) -> LoadInfo:
+    """:func:`ingest_file` of the ``i``-th of ``n_files``, reporting its progress."""
+    size = path.stat().st_size if path.exists() else 0
+
+    def tick(rows: int) -> None:
+        if progress:
+            progress(IngestProgress(path, i, n_files, rows, size))
+
+    info = ingest_file(db, path, progress=tick, **options)
+    if progress:
+        progress(IngestProgress(path, i, n_files, info.rows_in, size, info))
+    return info
 
 
 __all__ = [
