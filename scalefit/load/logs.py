@@ -76,6 +76,7 @@ from .log_meta import (
     _settings_sha,
     params_from_config,
 )
+from .log_report import IngestProgress, IngestReport, ProgressCallback
 from .log_rows import _Counts
 from .log_runs import _Restart, _Runs
 from .log_scan import _PendingScan, _scan, _tail_copy, discover
@@ -92,85 +93,6 @@ written cached, so without a limit of its own its memory grows with the file (by
 12 MB per million rows, up to 80% of the machine's RAM); those blocks are on disk already,
 so the limit costs no speed (measured at 10M rows). A careful pass over a big file (see
 :func:`_write`) spills its stage to DuckDB's temporary directory beyond it."""
-
-
-ProgressCallback = Callable[["IngestProgress"], None]
-
-
-@dataclass(frozen=True, slots=True)
-class IngestProgress:
-    """What :func:`ingest_paths` reports while it works."""
-
-    path: Path
-    file_index: int
-    n_files: int
-    rows_read: int
-    bytes_total: int
-    info: LoadInfo | None = None
-    """Set once the file is done."""
-
-
-@dataclass(frozen=True, slots=True)
-class IngestReport:
-    """What :func:`ingest_paths` did: one :class:`LoadInfo` per file, and what it skipped.
-
-    Iterating or indexing it goes over the infos. :attr:`exit_code` is the CLI's exit status.
-    """
-
-    infos: tuple[LoadInfo, ...]
-    skipped: tuple[tuple[str, str], ...] = ()
-    """``(path, reason)`` of files a folder walk did not read."""
-
-    def __iter__(self) -> Iterator[LoadInfo]:
-        return iter(self.infos)
-
-    def __len__(self) -> int:
-        return len(self.infos)
-
-    def __getitem__(self, i: int) -> LoadInfo:
-        return self.infos[i]
-
-    def count(self, status: str) -> int:
-        """Files with ``status``."""
-        return sum(i.status == status for i in self.infos)
-
-    @property
-    def summary(self) -> dict[str, int]:
-        """Files, rows in/ok/rejected, and files unchanged, failed, skipped."""
-        return {
-            "files": len(self.infos),
-            "rows_in": sum(i.rows_in for i in self.infos),
-            "rows_ok": sum(i.rows_ok for i in self.infos),
-            "rows_rejected": sum(i.rows_rejected for i in self.infos),
-            "unchanged": self.count("unchanged"),
-            "failed": self.count("failed"),
-            "skipped": len(self.skipped),
-        }
-
-    @property
-    def exit_code(self) -> int:
-        """0 when all is well, 1 when a file failed, 2 when rows were rejected (and none
-        failed)."""
-        if self.count("failed"):
-            return 1
-        if any(i.rows_rejected for i in self.infos):
-            return 2
-        return 0
-
-    def to_frame(self) -> pl.DataFrame:
-        """One row per file: path, format, mode, status, counts, message."""
-        cols = ["path", "format", "mode", "status", "rows_in", "rows_ok", "rows_rejected"]
-        schema = {c: pl.Int64 if c.startswith("rows") else pl.String for c in cols}
-        schema["message"] = pl.String
-        return pl.DataFrame([{c: getattr(i, c) for c in schema} for i in self.infos], schema=schema)
-
-    def __str__(self) -> str:
-        s = self.summary
-        return (
-            f"{s['files']} file(s): {s['rows_in']} rows in, {s['rows_ok']} ok, "
-            f"{s['rows_rejected']} rejected; {s['unchanged']} unchanged, {s['failed']} failed, "
-            f"{s['skipped']} skipped"
-        )
 
 
 def _check_options(fmt: str | None, params: float | None, tokens_per_step: float | None) -> None:
@@ -491,11 +413,7 @@ def ingest_file(
         meta = _metadata(path, detected)
     except (ScalefitError, OSError) as exc:
         return _record_failure(db, info, exc)
-    options: dict[str, float | str | None] = {
-        "project": project,
-        "params": params,
-        "tokens_per_step": tokens_per_step,
-    }
+    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
     info = dataclasses.replace(info, settings_sha256=_settings_sha(fmt, meta, **options))
     with _connection(db) as con:
         # DuckDB draws its own progress bar on stdout for long statements; ours is enough.
