@@ -103,3 +103,12 @@ def test_previous_from_an_ingests_row() -> None:
     assert Previous.from_row(None) is None
     assert isinstance(str(started("logs", "/x.csv")), str)
     assert isinstance(started("logs", "/x.csv"), LoadInfo)
+
+
+def test_the_package_exports_resolve_lazily() -> None:
+    import scalefit.load as load
+
+    for name in load.__all__:
+        assert getattr(load, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = load.no_such_name
