@@ -15,6 +15,7 @@ from scalefit.load.info import (
     decide,
     failed_unchanged,
     ingest_id,
+    ingest_id_prefix,
     started,
 )
 from scalefit.schemas import TABLES
@@ -46,6 +47,7 @@ def test_ingest_ids_keep_the_schemes_stores_hold() -> None:
     assert ingest_id("curated", SHA) == "curated-" + SHA[:16]
     assert ingest_id("upstream", SHA, "points") == "upstream-points-" + SHA[:16]
     assert ingest_id("study", SHA, "gadre2024") == "study-gadre2024-" + SHA[:16]
+    assert ingest_id("study", SHA, "gadre2024").startswith(ingest_id_prefix("study", "gadre2024"))
     first, second = ingest_id("logs"), ingest_id("logs")
     assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
 

@@ -61,8 +61,18 @@ def ingest_id(loader: str, sha256: str | None = None, name: str | None = None) -
             f"a {loader} ingest id needs the sha256"
             + ("" if loader == "curated" else " and the name")
         )
-    parts = [loader] if loader == "curated" else [loader, name]
-    return "-".join([*parts, sha256[:16]])  # type: ignore[list-item]
+    if loader == "curated":
+        return f"curated-{sha256[:16]}"
+    assert name is not None
+    return ingest_id_prefix(loader, name) + sha256[:16]
+
+
+def ingest_id_prefix(loader: str, name: str) -> str:
+    """What every :func:`ingest_id` of ``loader`` for ``name`` starts with (e.g. to clear a
+    study's earlier loads, whatever their declaration)."""
+    if loader not in ("upstream", "study"):
+        raise ValueError(f"no named ingest ids for loader {loader!r}")
+    return f"{loader}-{name}-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +283,7 @@ __all__ = [
     "decide",
     "failed_unchanged",
     "ingest_id",
+    "ingest_id_prefix",
     "now",
     "started",
 ]

@@ -4,7 +4,7 @@ One call per file (:func:`ingest_file`) or per folder (:func:`ingest_paths`); ea
 transaction that also writes its ``ingests`` row and its rejected rows to ``quarantine``, so a
 process killed mid-ingest leaves nothing of that file behind.
 
-Formats (detected from the name and first line; see :data:`scalefit._readers.FORMATS`):
+Formats (detected from the name and first line; see :data:`scalefit.load.readers.FORMATS`):
 
 - ``csv``, ``jsonl``, ``parquet``: a long table with ``run_id``, ``step``, optional ``tokens``
   and ``flops``, one or more loss columns (``loss``, ``train_loss``, ``eval_loss``, any name

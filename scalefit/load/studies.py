@@ -57,7 +57,7 @@ import polars as pl
 from .. import store
 from ..errors import UpstreamConfigError, UpstreamUnavailableError
 from ..schemas import ObservationSchema, RunSchema
-from .info import LoadInfo, Previous, Scan, decide, ingest_id, started
+from .info import LoadInfo, Previous, Scan, decide, ingest_id, ingest_id_prefix, started
 from .study_files import MIRROR_ENV, StudyFiles, fetch_study
 from .study_parsers import GADRE_CORPORA, PARSERS, Parsed, Parser
 from .validate import validate_frame
@@ -367,14 +367,14 @@ def _write_study(
         store.run(
             con,
             "DELETE FROM quarantine WHERE starts_with(ingest_id, ?)",
-            [f"study-{study.name}-"],
+            [ingest_id_prefix("study", study.name)],
         )
         if quarantine.height:
             store.write(con, "quarantine", quarantine)
         store.run(
             con,
             "DELETE FROM ingests WHERE starts_with(ingest_id, ?) AND ingest_id <> ?",
-            [f"study-{study.name}-", info.ingest_id],
+            [ingest_id_prefix("study", study.name), info.ingest_id],
         )
         store.write(con, "ingests", info.to_frame())
 

@@ -61,7 +61,7 @@ def fetch_study(
         Mirror folder (files at ``<mirror>/<study>/<path>``), as the settings give it
         (``[upstream] mirror`` / ``SCALEFIT_UPSTREAM_MIRROR``); None: no mirror.
     cache_dir
-        Download cache root; default :func:`scalefit.upstream.default_cache_dir`.
+        Download cache root; default :func:`scalefit.load.upstream_fetch.default_cache_dir`.
     offline
         Never download; default ``SCALEFIT_OFFLINE``.
     progress
