@@ -1,4 +1,4 @@
-"""Ingest speed: ``scalefit.ingest`` against DuckDB's own ``read_csv`` on the same file.
+"""Ingest speed: ``scalefit.load.logs`` against DuckDB's own ``read_csv`` on the same file.
 
 Writes a long CSV (``run_id, step, tokens, loss, params``; default 5 million rows, 50 runs)
 to a temporary folder, then times, each in a fresh process and a fresh DuckDB file, and
@@ -9,7 +9,7 @@ alternating so that a busy machine slows all of them alike:
   own ``observations`` table (seven columns, no PRIMARY KEY: scalefit keeps its key);
 - ``keyed``: the same into ``observations`` as it was made before, with the PRIMARY KEY
   ``(run_id, metric, step)``: what that key's index costs;
-- ``ingest``: :func:`scalefit.ingest.ingest_paths` (streamed reading, validation with the
+- ``ingest``: :func:`scalefit.load.logs.ingest_paths` (streamed reading, validation with the
   schemas, duplicate handling, runs, bookkeeping, one transaction).
 
 Prints the median seconds and the peak memory (RSS) of each, and the ratios ingest/bare
@@ -56,7 +56,7 @@ def child(kind: str, csv: str, db: str) -> dict:
     import duckdb
 
     from scalefit import store
-    from scalefit.ingest import ingest_paths
+    from scalefit.load.logs import ingest_paths
 
     if kind == "keyed":  # the table as made before, outside the timing
         from scalefit.schemas import TABLES

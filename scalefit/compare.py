@@ -52,8 +52,8 @@ from .laws import (
     effective_tokens,
     law_from_parameters,
 )
+from .load.validate import empty_frame
 from .schemas import TABLES, ComparisonSchema
-from .validate import empty_frame
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compare, curated, fit_store, ingest, report, store, studies, study_reports, upstream
+from . import compare, fit_store, report, store, study_reports
 from . import fit as fitting
 from .errors import FitError
+from .load import curated, studies, upstream
+from .load import logs as ingest
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from . import fit as fitting
 from . import store
 from .errors import FitError
 from .laws import LossLaw
-from .studies import Study
+from .load.studies import Study
 
 log = logging.getLogger(__name__)
 

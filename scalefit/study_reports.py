@@ -19,7 +19,7 @@ import polars as pl
 
 from . import overtraining, plots, report, store
 from . import reproduce as rep
-from .studies import load_studies
+from .load.studies import load_studies
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalefit.curated import read_curated
 from scalefit.errors import AllocationUnavailableError
 from scalefit.laws import (
     MUENNIGHOFF_R_D_STAR,
@@ -31,6 +30,7 @@ from scalefit.laws import (
     tokens_for_loss,
     unique_params,
 )
+from scalefit.load.curated import read_curated
 
 HOFFMANN = ChinchillaLaw(1.69, 406.4, 410.7, 0.34, 0.28)
 # Muennighoff et al.'s C4 fit: A = e^6.255414, B = e^7.3049974, E = e^0.6254804,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import curated, store
+from scalefit import store
 from scalefit.cli import app
+from scalefit.load import curated
 
 runner = CliRunner()
 

@@ -41,8 +41,8 @@ from typer.testing import CliRunner
 from scalefit._names import LAW_NAMES
 from scalefit.cli import app
 from scalefit.errors import ScalefitError
-from scalefit.ingest import ingest_paths
 from scalefit.laws import chinchilla_loss
+from scalefit.load.logs import ingest_paths
 
 SETTINGS = settings(
     deadline=None,

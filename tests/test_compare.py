@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from scalefit.compare import compare_models
-from scalefit.curated import read_curated
+from scalefit.load.curated import read_curated
 
 HOFFMANN_A3 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -94,7 +94,7 @@ def test_twenty_tokens_rule_by_hand(comparisons: pl.DataFrame) -> None:
 def test_the_comparisons_view_carries_each_laws_caveat(tmp_path) -> None:
     from scalefit import store
     from scalefit.compare import refresh_comparisons
-    from scalefit.curated import load_curated
+    from scalefit.load.curated import load_curated
 
     with store.connect(tmp_path / "s.duckdb") as con:
         load_curated(con, read_curated())
@@ -209,7 +209,7 @@ def test_a_store_from_before_the_new_columns_is_refreshed(tmp_path) -> None:
     # `overtraining_factor`; the derived table is recreated, not failed on.
     from scalefit import store
     from scalefit.compare import refresh_comparisons
-    from scalefit.curated import load_curated
+    from scalefit.load.curated import load_curated
 
     with store.connect(tmp_path / "s.duckdb") as con:
         load_curated(con, read_curated())

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from scalefit.curated import datasets_dir, read_curated, read_sources
 from scalefit.errors import DatasetError
+from scalefit.load.curated import datasets_dir, read_curated, read_sources
 from scalefit.schemas import FAMILIES
 
 SHIPPED = datasets_dir()

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import compare, curated, store
+from scalefit import compare, store
 from scalefit.cli import app
+from scalefit.load import curated
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(

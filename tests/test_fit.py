@@ -506,7 +506,7 @@ def test_result_is_immutable_and_reports():
 
 
 def test_to_row_matches_the_fits_schema():
-    from scalefit.validate import validate_frame
+    from scalefit.load.validate import validate_frame
     from schemas.bookkeeping import FitSchema
 
     fit = fit_chinchilla(chinchilla_data(1, n=60), starts=STARTS, n_bootstrap=10)

@@ -102,8 +102,8 @@ def test_data_constrained_law_through_the_store_and_the_cli(tmp_path, db_path) -
 
     from typer.testing import CliRunner
 
-    from scalefit import ingest
     from scalefit.cli import app
+    from scalefit.load import logs as ingest
 
     n, d, u = _grid()
     rng = np.random.default_rng(3)

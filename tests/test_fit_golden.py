@@ -20,7 +20,7 @@ REF = json.loads((GOLDEN / "besiroglu2024_chinchilla.json").read_text())
 def _chinchilla_csv() -> Path | None:
     """The pinned file: from the environment, the shared folder beside the repository (golden
     data or the published-runs mirror), or the download cache of the `besiroglu2024` study."""
-    from scalefit.upstream import default_cache_dir
+    from scalefit.load.upstream import default_cache_dir
 
     shared = Path(__file__).resolve().parents[2] / "shared"
     sha = REF["provenance"]["data_sha256"]

@@ -21,9 +21,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import ingest, pipeline, report, store
+from scalefit import pipeline, report, store
 from scalefit.cli import app
 from scalefit.errors import QueryError
+from scalefit.load import logs as ingest
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 

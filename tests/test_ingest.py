@@ -23,7 +23,7 @@ from ingest_files import (
 from typer.testing import CliRunner
 
 from scalefit.cli import app
-from scalefit.ingest import discover, ingest_file, ingest_paths, params_from_config
+from scalefit.load.logs import discover, ingest_file, ingest_paths, params_from_config
 
 
 def _accounting_holds(db: Path) -> None:
@@ -330,7 +330,7 @@ def test_duplicated_steps_keep_the_last(tmp_path: Path, db_path: Path) -> None:
 
 
 def test_duplicates_across_chunks(tmp_path: Path, db_path: Path, monkeypatch) -> None:
-    from scalefit import _readers
+    from scalefit.load import readers as _readers
 
     monkeypatch.setattr(_readers, "CHUNK_ROWS", 3)
     log = tmp_path / "log.csv"

@@ -17,9 +17,9 @@ from ingest_files import rows
 from typer.testing import CliRunner
 
 from scalefit.cli import app
-from scalefit.ingest import ingest_paths, params_from_config
+from scalefit.load.logs import ingest_paths, params_from_config
+from scalefit.load.validate import validate_frame
 from scalefit.schemas import ObservationSchema
-from scalefit.validate import validate_frame
 
 DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit for json.loads
 

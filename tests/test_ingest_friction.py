@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from scalefit._counts import parse_count
 from scalefit.cli import app
 from scalefit.cli.ingest import parse_count as cli_parse_count
-from scalefit.ingest import ingest_paths
+from scalefit.load.logs import ingest_paths
 
 # ------------------------------------------------------------------ 1. human counts
 

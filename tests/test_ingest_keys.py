@@ -20,7 +20,7 @@ from ingest_files import rows
 
 from scalefit import store
 from scalefit.errors import StoreError
-from scalefit.ingest import ingest_paths
+from scalefit.load.logs import ingest_paths
 from scalefit.schemas import TABLES
 
 Key = tuple[str, str, int]
@@ -235,7 +235,7 @@ def _ingest_with_chunks(
     tmp_path: Path, name: str, text: str, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[tuple[int, int, int], dict[str, list[tuple]]]:
     """Ingest ``text`` as a CSV read in chunks of ``chunk_rows``: counts, and the tables."""
-    from scalefit import _readers
+    from scalefit.load import readers as _readers
 
     monkeypatch.setattr(_readers, "CHUNK_ROWS", chunk_rows)
     folder = tmp_path / f"{name}-{chunk_rows}"
@@ -287,7 +287,7 @@ def test_the_single_pass_gives_what_the_careful_pass_gives(
 ) -> None:
     """Small chunks make the one pass meet what it cannot handle mid-file; one chunk for the
     whole file is the reference. Same counts, rows, runs and quarantine either way."""
-    with caplog.at_level("INFO", logger="scalefit.ingest"):
+    with caplog.at_level("INFO", logger="scalefit.load"):
         small = _ingest_with_chunks(tmp_path, name, text, 2, monkeypatch)
     restarts = [r for r in caplog.records if "reading again" in r.getMessage()]
     assert len(restarts) == passes - 1
@@ -306,10 +306,11 @@ def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
 ) -> None:
     """Chunks are written by a thread of their own while the next is validated: an error
     there reaches the ingest, which rolls the file back and records the failure."""
-    from scalefit import _readers, ingest
+    from scalefit.load import log_sink
+    from scalefit.load import readers as _readers
 
     monkeypatch.setattr(_readers, "CHUNK_ROWS", 2)
-    real, calls = ingest._Sink._insert, []
+    real, calls = log_sink._Sink._insert, []
 
     def failing(self: object, valid: pl.DataFrame) -> None:
         calls.append(valid.height)
@@ -317,7 +318,7 @@ def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
             raise duckdb.IOException("disk full (simulated)")
         real(self, valid)
 
-    monkeypatch.setattr(ingest._Sink, "_insert", failing)
+    monkeypatch.setattr(log_sink._Sink, "_insert", failing)
     log = _write_log(tmp_path / "log.csv", _curve("r", range(1, 8), 0.0, eval_every=100))
     (info,) = ingest_paths(db_path, [log], params=1e6)
     assert (info.status, info.rows_ok) == ("failed", 0)
@@ -328,7 +329,7 @@ def test_a_failure_in_the_writer_thread_fails_the_file_and_writes_nothing(
 
 
 def test_the_ingest_bounds_duckdb_memory_on_connections_it_opens(db_path: Path) -> None:
-    from scalefit import ingest
+    from scalefit.load import logs as ingest
 
     limit = "memory_limit"
     reference = duckdb.connect()

@@ -16,7 +16,7 @@ import pytest
 from ingest_files import rows
 
 from scalefit import store
-from scalefit.ingest import ingest_paths
+from scalefit.load.logs import ingest_paths
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,8 @@ def test_killed_mid_ingest_leaves_nothing_of_the_file(tmp_path: Path, db_path: P
     script = textwrap.dedent(
         f"""
         import sys
-        from scalefit import _readers
-        from scalefit.ingest import ingest_paths
+        from scalefit.load import readers as _readers
+        from scalefit.load.logs import ingest_paths
         _readers.CHUNK_ROWS = 20_000
 
         def progress(event):

@@ -165,7 +165,7 @@ def test_unknown_model_family_names_the_families(fmt):
 def test_a_bug_is_one_line_unless_debugging(monkeypatch):
     """Any exception that is not a ScalefitError is still one line (saying it is a bug), with
     the traceback only under SCALEFIT_DEBUG=1. The fault is injected into the curated reader."""
-    from scalefit import curated
+    from scalefit.load import curated
 
     def broken() -> None:
         raise KeyError("boom")

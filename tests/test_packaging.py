@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import importlib, importlib.util, json, sys
 import scalefit, scalefit.schemas, scalefit.flows
-from scalefit.curated import datasets_dir, read_curated
+from scalefit.load.curated import datasets_dir, read_curated
 leaks = [n for n in NOT_SUBPACKAGES if importlib.util.find_spec("scalefit." + n) is not None]
 print(json.dumps({
     "scalefit": scalefit.__file__,

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from scalefit import ingest, pipeline, store
+from scalefit import pipeline, store
+from scalefit.load import logs as ingest
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 

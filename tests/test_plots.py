@@ -38,7 +38,7 @@ def write_sweep(path: Path, seed: int = 0) -> Path:
 
 def build_store(root: Path) -> Path:
     """The curated data plus the sweep, fitted two ways with a bootstrap."""
-    from scalefit import ingest
+    from scalefit.load import logs as ingest
 
     db = root / "scalefit.duckdb"
     pipeline.load_curated(db)

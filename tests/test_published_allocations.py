@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scalefit.curated import read_curated
 from scalefit.laws import law_from_parameters
+from scalefit.load.curated import read_curated
 
 CURATED = read_curated()
 

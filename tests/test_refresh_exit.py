@@ -13,10 +13,10 @@ from loopback import serve_directory
 from test_refresh_full import POINTS, _datasets_with_upstream
 from typer.testing import CliRunner
 
-from scalefit import curated
 from scalefit.cli import app
 from scalefit.errors import UpstreamUnavailableError
-from scalefit.upstream import fetch_upstream, load_upstreams
+from scalefit.load import curated
+from scalefit.load.upstream import fetch_upstream, load_upstreams
 
 pytestmark = pytest.mark.slow
 

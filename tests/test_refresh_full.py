@@ -15,7 +15,7 @@ import pytest
 from loopback import serve_directory
 
 from scalefit import store
-from scalefit.curated import datasets_dir
+from scalefit.load.curated import datasets_dir
 from scalefit.report import parquet_metadata
 
 pytestmark = pytest.mark.slow

@@ -19,13 +19,13 @@ import pytest
 import typer
 
 from scalefit import fit as fitting
-from scalefit import ingest, upstream
 from scalefit._names import LAW_NAMES as CLI_LAW_NAMES
 from scalefit.cli import app
 from scalefit.config import Settings
-from scalefit.curated import read_curated
+from scalefit.load.curated import read_curated
 from scalefit.errors import AllocationUnavailableError, UnknownLawError
 from scalefit.laws import LAW_FORMS, REGISTRY, Law, LossLaw, law_from_parameters
+from scalefit.load import readers, upstream
 from scalefit.schemas import vocabulary as vocab
 from scalefit.schemas.laws import LawParameterSchema, LawSchema
 from scalefit.schemas.upstream import UpstreamSnapshotSchema
@@ -152,11 +152,39 @@ def test_settings_accept_exactly_the_law_names() -> None:
 
 
 def test_loaders_use_the_vocabulary() -> None:
-    # Today's loaders: scalefit.ingest (user logs) and scalefit.upstream (published files).
-    assert tuple(ingest.FORMATS) == vocab.LOG_FORMATS
-    assert frozenset(ingest.LINE_FORMATS) == vocab.LINE_LOG_FORMATS
-    assert tuple(upstream.KINDS) == vocab.UPSTREAM_KINDS
-    assert tuple(upstream.FORMATS) == vocab.UPSTREAM_FORMATS
+    assert readers.FORMATS is vocab.LOG_FORMATS
+    assert readers.LINE_FORMATS is vocab.LINE_LOG_FORMATS
+    assert set(vocab.LINE_LOG_FORMATS) <= set(vocab.LOG_FORMATS)
+    assert upstream.KINDS is vocab.UPSTREAM_KINDS
+    assert upstream.FORMATS is vocab.UPSTREAM_FORMATS
+
+
+def _tiny_log(tmp_path, fmt: str):
+    rows = [
+        {"step": 1, "tokens": 1000, "eval_loss": 3.0},
+        {"step": 2, "tokens": 2000, "eval_loss": 2.9},
+    ]
+    if fmt in ("csv", "wandb"):
+        path = tmp_path / "log.csv"
+        pl.DataFrame(rows).write_csv(path)
+    elif fmt == "jsonl":
+        path = tmp_path / "log.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "parquet":
+        path = tmp_path / "log.parquet"
+        pl.DataFrame(rows).write_parquet(path)
+    else:
+        assert fmt == "trainer_state", f"a log format with no sample here: {fmt}"
+        path = tmp_path / "trainer_state.json"
+        path.write_text(json.dumps({"log_history": rows}))
+    return path
+
+
+@pytest.mark.parametrize("fmt", vocab.LOG_FORMATS)
+def test_every_log_format_has_a_reader(tmp_path, fmt: str) -> None:
+    # A format added to the vocabulary without a reader fails here (open_source refuses it).
+    source = readers.open_source(_tiny_log(tmp_path, fmt), fmt, run_id="r")
+    assert source.format == fmt
 
 
 def test_a_frame_of_every_form_validates() -> None:

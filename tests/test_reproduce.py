@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from scalefit import store
 from scalefit.cli import app
+from scalefit.load.studies import load_studies, load_study
 from scalefit.reproduce import (
     GADRE_SUBSET,
     besiroglu_points,
@@ -25,7 +26,6 @@ from scalefit.reproduce import (
     huber_objective,
     reproduce,
 )
-from scalefit.studies import load_studies, load_study
 
 pytestmark = pytest.mark.slow
 

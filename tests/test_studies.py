@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from scalefit import store
 from scalefit.cli import app
-from scalefit.curated import datasets_dir
 from scalefit.errors import HashMismatchError, UpstreamUnavailableError
-from scalefit.studies import (
+from scalefit.load.curated import datasets_dir
+from scalefit.load.studies import (
     fetch_study,
     get_study,
     load_all,

@@ -36,8 +36,8 @@ def test_loss_penalty_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory, published_runs: Path):
+    from scalefit.load.studies import get_study, load_study
     from scalefit.reproduce import gadre_points
-    from scalefit.studies import get_study, load_study
 
     db = tmp_path_factory.mktemp("ot") / "sf.duckdb"
     with store.connect(db) as con:

@@ -20,10 +20,9 @@ import pytest
 from loopback import Server
 
 from scalefit import store
-from scalefit.curated import datasets_dir, read_sources
 from scalefit.errors import HashMismatchError, UpstreamConfigError, UpstreamUnavailableError
-from scalefit.schemas import TABLES
-from scalefit.upstream import (
+from scalefit.load.curated import datasets_dir, read_sources
+from scalefit.load.upstream import (
     Upstream,
     fetch_upstream,
     load_upstream,
@@ -32,6 +31,7 @@ from scalefit.upstream import (
     normalize_name,
     refresh_upstreams,
 )
+from scalefit.schemas import TABLES
 
 RUNS_CSV = """\
 x,y,color,Model Size,Training FLOP,hex_color,loss
@@ -98,7 +98,7 @@ def test_no_shipped_upstream_loads_a_study_file_again() -> None:
     """One loading path per file: a study's file (Besiroglu et al.'s points, once the
     `epoch_chinchilla` upstream) is never also an upstream, by URL or by hash; and every
     shipped upstream, should one be added, is pinned to a commit and cites a known source."""
-    from scalefit.studies import load_studies
+    from scalefit.load.studies import load_studies
 
     ups = load_upstreams(datasets_dir() / "sources.toml")
     study_files = {
@@ -237,14 +237,14 @@ def test_server_down_uses_cache_with_warning(
     up = _upstream(url, kind="models")
     good = fetch_upstream(up, tmp_path, offline=False)
     missing = dataclasses.replace(up, url=f"{server.url}/gone.csv")
-    with caplog.at_level(logging.WARNING, logger="scalefit.upstream"):
+    with caplog.at_level(logging.WARNING, logger="scalefit.load"):
         gone = fetch_upstream(missing, tmp_path, offline=False)
     assert (gone.status, gone.level, gone.path) == ("cached", "warning", good.path)
     assert "HTTP 404" in gone.message
 
     server.stop()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="scalefit.upstream"):
+    with caplog.at_level(logging.WARNING, logger="scalefit.load"):
         down = fetch_upstream(up, tmp_path, offline=False, timeout=5)
     assert (down.status, down.path, down.sha256) == ("cached", good.path, good.sha256)
     assert "using the cached snapshot" in down.message

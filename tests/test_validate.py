@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalefit.errors import ValidationError
+from scalefit.load.validate import validate_frame
 from scalefit.schemas import ObservationSchema, SourceSchema
-from scalefit.validate import validate_frame
 
 
 def _obs(**cols: list) -> pl.DataFrame:

@@ -284,8 +284,8 @@ def models(
     """List the curated published models (read from the shipped datasets; no database needed)."""
     import polars as pl
 
-    from .. import curated
     from ..errors import ConfigError
+    from ..load import curated
 
     data = curated.read_curated()
     frame = data.models

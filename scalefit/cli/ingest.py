@@ -22,7 +22,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from .. import ingest as _ingest
+    from ..load import logs as _ingest
 
 # scalefit.ingest (pandera, the store) and rich.progress are imported by the command that
 # uses them: `import scalefit.cli` runs for every command, `scalefit fit` included.
@@ -114,8 +114,8 @@ def ingest(
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import ingest as _ingest
     from .. import store
+    from ..load import logs as _ingest
 
     settings = read_settings(config, db=("--db", db), project=("--project", project))
     db = settings.db

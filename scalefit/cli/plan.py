@@ -35,9 +35,9 @@ def load_law(law_id: str, db: Path | None) -> tuple[Law, list[Law], str, str | N
     law), from the store at ``db`` when the file exists, else from the curated datasets.
     Returns ``(law, sample_laws, where, caveat)`` (``caveat``: the ``laws.caveat`` column)."""
     from .. import store
-    from ..curated import read_curated
     from ..errors import UnknownLawError
     from ..laws import law_from_parameters
+    from ..load.curated import read_curated
 
     path = db or DEFAULT_DB_PATH
     samples: list[Law] = []

@@ -31,7 +31,8 @@ app.add_typer(studies_app, name="studies")
 
 
 def _load(db: Path | None, name: str, config: Path | None):
-    from .. import store, studies
+    from .. import store
+    from ..load import studies
 
     # [upstream] mirror, cache and offline say where the study's files come from.
     settings = read_settings(config, db=("--db", db))
@@ -56,7 +57,8 @@ def list_command(
 ) -> None:
     """The declared studies (datasets/studies/*.toml), and how many of their runs the store
     holds (when the store exists)."""
-    from .. import store, studies
+    from .. import store
+    from ..load import studies
 
     db = read_settings(config, db=("--db", db)).db
     if db.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,42 @@ def validate_frame(
         When columns are missing (and not filled) or ``frame`` has columns the schema lacks.
     """
     dtypes = _schema_dtypes(schema)
+    frame = _with_columns(frame, dtypes, fill_missing)
+    if row_numbers is None:
+        row_numbers = pl.Series(ROW, range(1, frame.height + 1), dtype=pl.Int64)
+    rows = row_numbers.alias(ROW).cast(pl.Int64)
+
+    texts = [c for c in dtypes if frame.schema[c] == pl.String]
+    stripped = frame.with_columns(pl.col(c).str.strip_chars() for c in texts)
+    typed = stripped.select(_cast_expr(c, frame.schema[c], t).alias(c) for c, t in dtypes.items())
+    failures = _cast_failures(frame, stripped, typed, dtypes, texts)
+    cast_failed = pl.concat(failures).select("index", "column") if failures else None
+    checked = _schema_failures(schema, typed, cast_failed)
+    if checked is not None:
+        failures.append(checked)
+    fails = _all_failures(failures)
+    fails = fails.with_columns(rows.gather(fails["index"]).alias("row_number"))
+    keep = ~pl.Series(range(frame.height)).is_in(fails["index"].unique().implode())
+    rejected = _rejected_rows(frame, fails, rows)
+    if rejected.height:
+        log.debug("%s: %d of %d rows rejected", schema.__name__, rejected.height, frame.height)
+    return Validated(
+        valid=typed.filter(keep),
+        rejected=rejected,
+        failures=fails.select("row_number", "column", "value", "reason").sort("row_number"),
+    )
+
+
+def _with_columns(
+    frame: pl.DataFrame, dtypes: dict[str, pl.DataType], fill_missing: bool
+) -> pl.DataFrame:
+    """``frame`` with the schema's columns (missing ones as nulls when ``fill_missing``).
+
+    Raises
+    ------
+    ValidationError
+        A column is missing (and not filled), or the schema lacks one of ``frame``'s.
+    """
     missing = [c for c in dtypes if c not in frame.columns]
     extra = [c for c in frame.columns if c not in dtypes]
     if extra or (missing and not fill_missing):
@@ -166,14 +202,17 @@ def validate_frame(
         )
     if missing:
         frame = frame.with_columns(pl.lit(None).alias(c) for c in missing)
-    if row_numbers is None:
-        row_numbers = pl.Series(ROW, range(1, frame.height + 1), dtype=pl.Int64)
-    rows = row_numbers.alias(ROW).cast(pl.Int64)
+    return frame
 
-    texts = [c for c in dtypes if frame.schema[c] == pl.String]
-    stripped = frame.with_columns(pl.col(c).str.strip_chars() for c in texts)
-    typed = stripped.select(_cast_expr(c, frame.schema[c], t).alias(c) for c, t in dtypes.items())
 
+def _cast_failures(
+    frame: pl.DataFrame,
+    stripped: pl.DataFrame,
+    typed: pl.DataFrame,
+    dtypes: dict[str, pl.DataType],
+    texts: list[str],
+) -> list[pl.DataFrame]:
+    """One frame per column with cells that did not parse as the schema's type."""
     failures: list[pl.DataFrame] = []
     for c, target in dtypes.items():
         if frame.schema[c] == target or (target == pl.String and c in texts):
@@ -192,92 +231,103 @@ def validate_frame(
                     }
                 )
             )
-    cast_failed = pl.concat(failures).select("index", "column") if failures else None
+    return failures
 
+
+def _schema_cases(schema: type[pa.DataFrameModel], exc: pa.errors.SchemaErrors) -> pl.DataFrame:
+    """pandera's failure cases, in words, one row per failed cell or row-level check.
+
+    Raises
+    ------
+    ValidationError
+        A fault of the frame as a whole (a dtype, a column) that no row explains.
+    """
+    cases = exc.failure_cases
+    key = getattr(schema.Config, "unique", None) or ()
+    key_words = "duplicate key (" + ", ".join(f"`{k}`" for k in key) + ")"
+    cases = cases.with_columns(
+        pl.col("check").replace({"multiple_fields_uniqueness": key_words}),
+        # NaN fails both not-null and finite: say it once, as "not a finite number".
+        # (A null `failure_case` compares as null, and a filter drops null: use eq_missing,
+        # or every missing value in a non-nullable column would pass.)
+    ).filter(~((pl.col("check") == "not_nullable") & pl.col("failure_case").eq_missing("NaN")))
+    frame_level = cases.filter(pl.col("index").is_null())
+    if frame_level.height:
+        # Dtype or column-level faults that no single row explains.
+        reasons = "; ".join(
+            f"`{r['column']}`: {_describe(r['check'])}" for r in frame_level.iter_rows(named=True)
+        )
+        raise ValidationError(f"the data as a whole fails its schema: {reasons}") from exc
+    is_column = pl.col("schema_context") == "Column"
+    return cases.select(
+        pl.col("index").cast(pl.Int64),
+        pl.when(is_column).then(pl.col("column")).otherwise(None).alias("column"),
+        pl.when(is_column).then(pl.col("failure_case")).otherwise(None).alias("value"),
+        pl.col("check").map_elements(_describe, return_dtype=pl.String).alias("check"),
+        is_column.alias("is_column"),
+    )
+
+
+def _schema_failures(
+    schema: type[pa.DataFrameModel], typed: pl.DataFrame, cast_failed: pl.DataFrame | None
+) -> pl.DataFrame | None:
+    """The schema's checks of the typed rows (None when all pass), with reasons."""
     try:
         schema.validate(typed, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        key = getattr(schema.Config, "unique", None) or ()
-        key_words = "duplicate key (" + ", ".join(f"`{k}`" for k in key) + ")"
-        cases = cases.with_columns(
-            pl.col("check").replace({"multiple_fields_uniqueness": key_words}),
-            # NaN fails both not-null and finite: say it once, as "not a finite number".
-            # (A null `failure_case` compares as null, and a filter drops null: use eq_missing,
-            # or every missing value in a non-nullable column would pass.)
-        ).filter(~((pl.col("check") == "not_nullable") & pl.col("failure_case").eq_missing("NaN")))
-        frame_level = cases.filter(pl.col("index").is_null())
-        if frame_level.height:
-            # Dtype or column-level faults that no single row explains.
-            reasons = "; ".join(
-                f"`{r['column']}`: {_describe(r['check'])}"
-                for r in frame_level.iter_rows(named=True)
-            )
-            raise ValidationError(f"the data as a whole fails its schema: {reasons}") from exc
-        is_column = pl.col("schema_context") == "Column"
-        cases = cases.select(
-            pl.col("index").cast(pl.Int64),
-            pl.when(is_column).then(pl.col("column")).otherwise(None).alias("column"),
-            pl.when(is_column).then(pl.col("failure_case")).otherwise(None).alias("value"),
-            pl.col("check").map_elements(_describe, return_dtype=pl.String).alias("check"),
-            is_column.alias("is_column"),
-        )
-        if cast_failed is not None:
-            # A cell that failed to parse is null after the cast: do not also call it missing.
-            cases = cases.join(
-                cast_failed.with_columns(pl.lit(True).alias("_cast")),
-                on=["index", "column"],
-                how="left",
-            ).filter(pl.col("_cast").is_null() | (pl.col("check") != "is missing"))
-        failures.append(
-            cases.select(
-                "index",
-                "column",
-                "value",
-                pl.when(pl.col("is_column") & pl.col("value").is_null())
-                .then(pl.format("`{}` {}", "column", "check"))  # e.g. "`step` is missing"
-                .when(pl.col("is_column"))
-                .then(pl.format("`{}` = {}: {}", "column", "value", "check"))
-                .otherwise(pl.col("check"))
-                .alias("reason"),
-            )
-        )
-
-    if failures:
-        fails = pl.concat(
-            [
-                f.with_columns(
-                    pl.col("reason").str.replace(
-                        "{value}", pl.col("value").fill_null("null"), literal=True
-                    )
-                )
-                for f in failures
-            ]
-        ).unique(maintain_order=True)
+        cases = _schema_cases(schema, exc)
     else:
-        fails = pl.DataFrame(
+        return None
+    if cast_failed is not None:
+        # A cell that failed to parse is null after the cast: do not also call it missing.
+        cases = cases.join(
+            cast_failed.with_columns(pl.lit(True).alias("_cast")),
+            on=["index", "column"],
+            how="left",
+        ).filter(pl.col("_cast").is_null() | (pl.col("check") != "is missing"))
+    return cases.select(
+        "index",
+        "column",
+        "value",
+        pl.when(pl.col("is_column") & pl.col("value").is_null())
+        .then(pl.format("`{}` {}", "column", "check"))  # e.g. "`step` is missing"
+        .when(pl.col("is_column"))
+        .then(pl.format("`{}` = {}: {}", "column", "value", "check"))
+        .otherwise(pl.col("check"))
+        .alias("reason"),
+    )
+
+
+def _all_failures(failures: list[pl.DataFrame]) -> pl.DataFrame:
+    """The failures as one frame (``index``, ``column``, ``value``, ``reason``)."""
+    if not failures:
+        return pl.DataFrame(
             schema={"index": pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String}
         )
-    fails = fails.with_columns(rows.gather(fails["index"]).alias("row_number"))
-    bad_index = fails["index"].unique()
-    keep = ~pl.Series(range(frame.height)).is_in(bad_index.implode())
+    return pl.concat(
+        [
+            f.with_columns(
+                pl.col("reason").str.replace(
+                    "{value}", pl.col("value").fill_null("null"), literal=True
+                )
+            )
+            for f in failures
+        ]
+    ).unique(maintain_order=True)
+
+
+def _rejected_rows(frame: pl.DataFrame, fails: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """One row per rejected input row: its number, the row as read (JSON), its reasons."""
     rejected = (
         fails.group_by("index", maintain_order=True)
         .agg(pl.col("reason").unique(maintain_order=True).str.join("; "))
         .sort("index")
     )
-    rejected = rejected.select(
+    return rejected.select(
         rows.gather(rejected["index"]).alias("row_number"),
         # Encoded only for rejected rows: JSON-encoding every row cost half the validation.
         frame.select(pl.struct(pl.all()).gather(rejected["index"]).struct.json_encode())
         .to_series()
         .alias("raw"),
         pl.col("reason"),
-    )
-    if rejected.height:
-        log.debug("%s: %d of %d rows rejected", schema.__name__, rejected.height, frame.height)
-    return Validated(
-        valid=typed.filter(keep),
-        rejected=rejected,
-        failures=fails.select("row_number", "column", "value", "reason").sort("row_number"),
     )

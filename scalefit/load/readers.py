@@ -4,7 +4,7 @@ A chunk has one row per row of the file: ``__row_number`` (1-based data row, hea
 excluded), ``run_id``, ``step``, optional ``tokens``/``flops``, optional run-level columns
 (``params``, ``project``, ``unique_tokens``, ``tokens_per_step``) and one column per metric,
 named as stored in ``observations.metric``. Values are kept as read (text for CSV) so that
-:func:`scalefit.validate.validate_frame` can say what is wrong with a cell. Reading is
+:func:`scalefit.load.validate.validate_frame` can say what is wrong with a cell. Reading is
 streamed: no reader holds more than one chunk of a large file.
 """
 
@@ -18,13 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from .errors import IngestError, UnknownFormatError
+from ..errors import IngestError, UnknownFormatError
+from ..schemas.vocabulary import LINE_LOG_FORMATS, LOG_FORMATS
 from .validate import ROW
 
-FORMATS = ("csv", "jsonl", "parquet", "trainer_state", "wandb")
+FORMATS = LOG_FORMATS
 """Formats :func:`detect_format` recognises (and ``--format`` accepts)."""
 
-LINE_FORMATS = frozenset({"csv", "jsonl", "wandb"})
+LINE_FORMATS = LINE_LOG_FORMATS
 """Formats written line by line: a grown file is read on from its last complete line."""
 
 CHUNK_ROWS = 500_000
@@ -486,7 +487,7 @@ def open_source(
     path: Path, fmt: str, *, run_id: str | None, offset: int = 0, row_offset: int = 0
 ) -> Source:
     """Open ``path`` (from byte ``offset`` for line formats; ``path`` is then a copy of the
-    header plus the new bytes for CSV, see :mod:`scalefit.ingest`)."""
+    header plus the new bytes for CSV, see :mod:`scalefit.load.logs`)."""
     if fmt in ("csv", "wandb"):
         return read_csv(path, run_id=run_id, row_offset=row_offset, fmt=fmt)
     if fmt == "jsonl":

@@ -9,7 +9,6 @@ naming the file, the row (as a line number in the file) and the column.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -22,14 +21,15 @@ import polars as pl
 
 import scalefit
 
-from . import store
-from .errors import DatasetError, ValidationError
-from .schemas import (
+from .. import store
+from ..errors import DatasetError, ValidationError
+from ..schemas import (
     LawParameterSchema,
     ModelSchema,
     OptimalAllocationSchema,
     SourceSchema,
 )
+from .info import Previous, Scan, decide, started
 from .validate import empty_frame, validate_frame
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ _SCHEMAS = {
 def datasets_dir() -> Path:
     """The curated datasets shipped with scalefit (inside the wheel, or the clone's folder)."""
     here = Path(scalefit.__file__).resolve().parent
-    for candidate in (here / "datasets", here.parent / "datasets"):
-        if (candidate / "sources.toml").is_file():
-            return candidate
+    candidate = here / "datasets"  # a folder in the wheel, a link to ../datasets in a clone
+    if (candidate / "sources.toml").is_file():
+        return candidate
     raise DatasetError(
         f"no curated datasets found next to {here}: reinstall scalefit (`pip install .`)",
         path=str(here / "datasets"),
@@ -319,36 +319,21 @@ def load_curated(con: duckdb.DuckDBPyConnection, data: CuratedData) -> CuratedLo
     Curated rows replace the previous curated rows (sources of kind ``user_log`` and fitted
     laws are kept), so a second load of the same files changes nothing.
     """
-    ingest_id = f"curated-{data.sha256[:16]}"
-    if last_curated_sha(con) == data.sha256 and store.run(con, "SELECT count(*) FROM models")[0][0]:
+    last = last_curated_sha(con)
+    intact = bool(store.run(con, "SELECT count(*) FROM models")[0][0])
+    previous = None if last is None else Previous(last, None, intact=intact)
+    info = started("curated", CURATED_PATH, sha256=data.sha256, format="curated")
+    if decide(previous, Scan(data.sha256), None).mode == "unchanged":
         log.info("curated datasets unchanged (sha256 %s); nothing to load", data.sha256[:12])
-        return CuratedLoadInfo(ingest_id, data.sha256, "unchanged", data.counts())
-    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return CuratedLoadInfo(info.ingest_id, data.sha256, "unchanged", data.counts())
     rows = sum(data.counts().values())
+    message = f"{len(data.files)} files: {', '.join(data.files)}"
     with store.transaction(con):
         store.write(con, "sources", data.sources, replace_where="kind <> 'user_log'")
         store.write(con, "models", data.models)
         store.write(con, "optimal_allocations", data.optimal_allocations)
         store.write(con, "law_parameters", data.law_parameters)
         store.write(con, "laws", data.laws, replace_where="origin <> 'fitted'")
-        store.write(
-            con,
-            "ingests",
-            pl.DataFrame(
-                {
-                    "ingest_id": [ingest_id],
-                    "path": [CURATED_PATH],
-                    "sha256": [data.sha256],
-                    "format": ["curated"],
-                    "started_at": [started],
-                    "finished_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
-                    "rows_in": [rows],
-                    "rows_ok": [rows],
-                    "rows_rejected": [0],
-                    "status": ["ok"],
-                    "message": [f"{len(data.files)} files: {', '.join(data.files)}"],
-                }
-            ),
-        )
+        store.write(con, "ingests", info.finished(rows, 0, message).to_frame())
     log.info("loaded curated datasets: %s", data.counts())
-    return CuratedLoadInfo(ingest_id, data.sha256, "ok", data.counts())
+    return CuratedLoadInfo(info.ingest_id, data.sha256, "ok", data.counts())
