@@ -748,7 +748,8 @@ class LawFit:
         has_ci = bool(self.ci)
         return {
             "fit_id": self.fit_id,
-            "form": self.form,
+            "procedure": self.form if self.form in ("isoflop", "envelope") else "parametric",
+            "form": self.law.form,
             "selection": selection,
             "n_points": self.n_points,
             "estimates": _json({**self.estimates, **self.derived}),

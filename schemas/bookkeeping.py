@@ -8,8 +8,17 @@ import pandera.polars as pa
 import polars as pl
 
 from ._base import DIMENSIONLESS, NO_UNIT, TableSpec, is_json_object, unit
+from .laws import LAW_FORMS
 
 INGEST_STATUSES = ["ok", "rejected_rows", "failed", "unchanged"]
+
+PROCEDURES: tuple[str, ...] = ("parametric", "isoflop", "envelope")
+"""How a fit was made (``fits.procedure``): ``parametric``, a law's formula fitted to the
+points (Huber loss in log space; Hoffmann et al.'s approach 3 for ``chinchilla``);
+``isoflop``, the minimum of each compute budget's IsoFLOP profile (approach 2); ``envelope``,
+the minimum over training curves (approach 1). The law type it produced is ``fits.form``
+(``allocation`` for the last two). Stores written before the column existed are migrated by
+:func:`scalefit.store.ensure_tables`."""
 
 
 class FitSchema(pa.DataFrameModel):
@@ -20,7 +29,20 @@ class FitSchema(pa.DataFrameModel):
         unique=True,
         description="Key, derived from the input hash and settings.",
     )
-    form: str = pa.Field(metadata=unit(NO_UNIT), description="Law form fitted.")
+    procedure: str = pa.Field(
+        metadata=unit(NO_UNIT),
+        isin=list(PROCEDURES),
+        description=f"How the law was fitted: one of {', '.join(PROCEDURES)} (`parametric`: "
+        "the law's formula fitted to the points; `isoflop`, `envelope`: Hoffmann et al.'s "
+        "approaches 2 and 1, which fit an `allocation` law).",
+    )
+
+    form: str = pa.Field(
+        metadata=unit(NO_UNIT),
+        isin=LAW_FORMS,
+        description="Law form the fit produced (`laws.form` of its law): `chinchilla`, "
+        "`kaplan_nd`, ..., `allocation` for the `isoflop` and `envelope` procedures.",
+    )
     selection: str = pa.Field(
         metadata=unit(NO_UNIT),
         description="What was fitted, in words (for reading only: never run as SQL; the "

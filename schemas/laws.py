@@ -15,8 +15,6 @@ LAW_FORMS = [
     "kaplan_c",
     "kaplan_nd",
     "allocation",
-    "isoflop",
-    "envelope",
     "tokens_per_param",
     "data_constrained",
     "overtraining",
