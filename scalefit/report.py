@@ -51,7 +51,8 @@ REPORT_QUERIES: dict[str, str] = {
 its JSON estimates and intervals to ``fit_parameters`` (typed, one row per parameter)."""
 
 FITS_PARAMETERS_SQL = (
-    "SELECT f.fit_id, l.law_id, f.form, f.estimates, f.ci_low, f.ci_high, f.confidence_level "
+    "SELECT f.fit_id, l.law_id, f.procedure, f.form, f.estimates, f.ci_low, f.ci_high, "
+    "f.confidence_level "
     "FROM fits AS f LEFT JOIN (SELECT fit_id, min(law_id) AS law_id FROM laws "
     "WHERE fit_id IS NOT NULL GROUP BY fit_id) AS l USING (fit_id) ORDER BY f.created_at"
 )
@@ -198,6 +199,7 @@ def fit_parameters(fits: pl.DataFrame) -> pl.DataFrame:
                 {
                     "fit_id": fit["fit_id"],
                     "law_id": fit["law_id"],
+                    "procedure": fit["procedure"],
                     "form": fit["form"],
                     "parameter": name,
                     "estimate": _float(value),
@@ -393,17 +395,19 @@ def _frontier_bands(con: duckdb.DuckDBPyConnection, frontier: pl.DataFrame) -> d
     return bands
 
 
-PROCEDURES = {
+PROCEDURE_TITLES = {
     "chinchilla": "Chinchilla L(N, D) (approach 3, Huber in log space)",
     "isoflop": "IsoFLOP profiles (approach 2)",
     "envelope": "training-curve envelope (approach 1)",
 }
-"""How a fit's procedure (``fits.form``) is named in plot titles (others: the form)."""
+"""How a fit is named in plot titles: by its procedure (``fits.procedure``), or for a
+``parametric`` fit by its law form (``fits.form``; others: "<form> law")."""
 
 
 def _fit_title(row: dict) -> str:
     """``law_id``: procedure, fitted to (the fit's data in words): a plot's title."""
-    procedure = PROCEDURES.get(row["fit_form"], f"{row['fit_form']} law")
+    key = row["form"] if row["procedure"] == "parametric" else row["procedure"]
+    procedure = PROCEDURE_TITLES.get(key, f"{key} law")
     data = row["selection"] or "its recorded input"
     if "points" not in data:
         data += f" ({row['n_points']} points)"
@@ -422,7 +426,7 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
     caveats = _caveats(con)
     fitted = store.query(
         con,
-        "SELECT l.law_id, l.form, l.parameters, f.fit_id, f.form AS fit_form, f.input, "
+        "SELECT l.law_id, l.form, l.parameters, f.fit_id, f.procedure, f.input, "
         "f.selection, f.n_points, f.estimates, f.confidence_level FROM laws l "
         "JOIN fits f USING (fit_id) WHERE l.origin = 'fitted' ORDER BY l.law_id",
     )
@@ -438,15 +442,15 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
         drawn = True
         if points is None or points.height == 0:
             drawn = False
-        elif row["fit_form"] == "isoflop":
+        elif row["procedure"] == "isoflop":
             plots.plot_isoflop_fit(points, law, path, **common)
-        elif row["fit_form"] == "envelope":
+        elif row["procedure"] == "envelope":
             plots.plot_envelope_fit(points, law, path, **common)
         elif hasattr(law, "loss") and row["form"] != "data_constrained":
             plots.plot_parametric_fit(points, law, path, **common)
         else:
             drawn = False
-            log.info("fit %s (%s): no data plot for this procedure", row["fit_id"], row["fit_form"])
+            log.info("fit %s (%s): no data plot for this law form", row["fit_id"], row["form"])
         if drawn:
             files[path.name] = path.stat().st_size
         exponents = store.query(
@@ -499,10 +503,12 @@ def _markdown_text(text: str | None) -> str:
 
 
 def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
-    """A markdown table of every fit: form, data, estimates with intervals, convergence."""
+    """A markdown table of every fit: form (and procedure, where it is not ``parametric``),
+    data, estimates with intervals, convergence."""
     fits = store.query(
         con,
-        "SELECT fit_id, form, selection, n_points, estimates, ci_low, ci_high, objective, "
+        "SELECT fit_id, procedure, form, selection, n_points, estimates, ci_low, ci_high, "
+        "objective, "
         "converged, n_bootstrap, created_at FROM fits ORDER BY created_at",
     )
     if fits.height == 0:
@@ -523,8 +529,11 @@ def fits_markdown(con: duckdb.DuckDBPyConnection) -> str:
             f"{k} = {v:.4g}" + (f" [{low[k]:.4g}, {high[k]:.4g}]" if k in low and k in high else "")
             for k, v in est.items()
         )
+        form = row["form"]
+        if row["procedure"] != "parametric":
+            form += f" ({row['procedure']})"
         lines.append(
-            f"| `{row['fit_id']}` | {row['form']} | {_markdown_text(row['selection'])} | "
+            f"| `{row['fit_id']}` | {form} | {_markdown_text(row['selection'])} | "
             f"{row['n_points']} | "
             f"{cells} | {row['objective']:.4g} | {'yes' if row['converged'] else 'NO'} |"
         )

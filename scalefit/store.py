@@ -140,6 +140,41 @@ def _is_lock_conflict(exc: Exception) -> bool:
 def _open(
     path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
 ) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` (:func:`_open_once`); a store written by an older scalefit that is
+    opened for reading is first upgraded (:func:`ensure_tables` on a writable connection),
+    so that every command, the read-only ones included, sees today's layout."""
+    con = _open_once(path, read_only, timeout, config)
+    if read_only and _outdated(con):
+        con.close()
+        log.info("upgrading %s, written by an older scalefit, to today's tables", path)
+        writer = _open_once(path, False, timeout)
+        try:
+            ensure_tables(writer)
+        finally:
+            writer.close()
+        con = _open_once(path, read_only, timeout, config)
+    return con
+
+
+def _outdated(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s store is a scalefit store (it has ``fits`` and ``ingests``) that
+    lacks a table or column of today's schemas."""
+    have = set(
+        run(
+            con,
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND database_name = current_database()",
+        )
+    )
+    tables = {t for t, _ in have}
+    if not {"fits", "ingests"} <= tables:
+        return False  # not a store scalefit made: never written to on a read
+    return any((spec.name, c) not in have for spec in TABLES.values() for c in spec.columns)
+
+
+def _open_once(
+    path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
+) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
@@ -212,15 +247,18 @@ def connect(
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables and add columns the schemas gained since the file was made."""
-    existing = {
-        (t, c)
-        for t, c in run(
-            con, "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main'"
-        )
-    }
-    tables = {t for t, _ in existing}
+    """Migrate the tables of an older layout (:func:`migrate`), create missing tables and
+    add columns the schemas gained since the file was made, all in one transaction."""
     with transaction(con):
+        migrate(con)
+        existing = {
+            (t, c)
+            for t, c in run(
+                con,
+                "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main'",
+            )
+        }
+        tables = {t for t, _ in existing}
         for spec in TABLES.values():
             if spec.name not in tables:
                 for stmt in ddl(spec):
@@ -230,6 +268,67 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                 if (spec.name, name) not in existing:
                     log.info("adding column %s.%s", spec.name, name)
                     run(con, f"ALTER TABLE {_ident(spec.name)} ADD COLUMN {_ident(name)} {sqltype}")
+                    description = spec.schema.to_schema().columns[name].description
+                    if description:
+                        run(
+                            con,
+                            f"COMMENT ON COLUMN {_ident(spec.name)}.{_ident(name)} IS "
+                            f"{_sql_string(description)}",
+                        )
+
+
+ALLOCATION_PROCEDURES = ("isoflop", "envelope")
+"""Procedures that fit an ``allocation`` law. Before ``fits.procedure`` existed (scalefit
+0.1, up to commit dce417e), ``fits.form`` held these names for such fits instead of the law
+form; :func:`migrate` moves them to ``fits.procedure``."""
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store written by an older scalefit to today's layout (idempotent; the
+    caller holds the transaction: :func:`ensure_tables` runs it on every writable open).
+
+    - A ``fits`` table without ``procedure`` is rebuilt from today's schema (DuckDB cannot
+      make an added column ``NOT NULL`` in the transaction that fills it): ``procedure`` is
+      the old ``form`` where that was ``isoflop`` or ``envelope``, whose law form becomes
+      ``allocation`` (the ``laws.form`` of the law they saved); every other fit was made by
+      the ``parametric`` procedure and keeps its form. ``fit_id`` is kept as it is: a refit
+      of the same data with the same settings derives the same id, and ``laws``,
+      ``fit_samples``, ``fit_points`` and the reports keep pointing at it.
+    - ``laws.form`` and ``law_parameters.form`` hold law types only (``isoflop`` and
+      ``envelope`` were accepted there, though scalefit never wrote them: ``allocation``).
+    """
+    have = run(
+        con,
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND table_name IN ('fits', 'laws', 'law_parameters')",
+    )
+    old = ", ".join(_sql_string(p) for p in ALLOCATION_PROCEDURES)
+    fits_columns = {c for t, c in have if t == "fits"}
+    if fits_columns and "procedure" not in fits_columns:
+        _rebuild_fits(con, fits_columns)
+    for table in ("laws", "law_parameters"):
+        if (table, "form") in have:
+            run(con, f"UPDATE {_ident(table)} SET form = 'allocation' WHERE form IN ({old})")
+
+
+def _rebuild_fits(con: duckdb.DuckDBPyConnection, columns: set[str]) -> None:
+    """Recreate ``fits`` in today's layout from a ``fits`` without ``procedure``."""
+    spec = TABLES["fits"]
+    staging = dataclasses.replace(spec, name="_fits_migrating")
+    old = ", ".join(_sql_string(p) for p in ALLOCATION_PROCEDURES)
+    computed = {
+        "procedure": f"CASE WHEN form IN ({old}) THEN form ELSE 'parametric' END",
+        "form": f"CASE WHEN form IN ({old}) THEN 'allocation' ELSE form END",
+    }
+    select = ", ".join(computed.get(c, _ident(c) if c in columns else "NULL") for c in spec.columns)
+    for stmt in ddl(staging):
+        run(con, stmt)
+    cols = ", ".join(_ident(c) for c in spec.columns)
+    run(con, f"INSERT INTO {_ident(staging.name)} ({cols}) SELECT {select} FROM fits")
+    n = run(con, f"SELECT count(*) FROM {_ident(staging.name)}")[0][0]
+    run(con, "DROP TABLE fits")
+    run(con, f"ALTER TABLE {_ident(staging.name)} RENAME TO fits")
+    log.info("migrated fits (%d rows): fits.procedure filled from the old fits.form", n)
 
 
 _IN_TRANSACTION: set[int] = set()

@@ -8,6 +8,7 @@ import pandera.polars as pa
 import polars as pl
 
 from ._base import DIMENSIONLESS, NO_UNIT, TableSpec, is_json_object, unit
+from .vocabulary import LAW_FORMS, PROCEDURES
 
 INGEST_STATUSES = ["ok", "rejected_rows", "failed", "unchanged"]
 
@@ -20,7 +21,20 @@ class FitSchema(pa.DataFrameModel):
         unique=True,
         description="Key, derived from the input hash and settings.",
     )
-    form: str = pa.Field(metadata=unit(NO_UNIT), description="Law form fitted.")
+    procedure: str = pa.Field(
+        metadata=unit(NO_UNIT),
+        isin=list(PROCEDURES),
+        description=f"How the law was fitted: one of {', '.join(PROCEDURES)} (`parametric`: "
+        "the law's formula fitted to the points; `isoflop`, `envelope`: Hoffmann et al.'s "
+        "approaches 2 and 1, which fit an `allocation` law).",
+    )
+
+    form: str = pa.Field(
+        metadata=unit(NO_UNIT),
+        isin=LAW_FORMS,
+        description="Law form the fit produced (`laws.form` of its law): `chinchilla`, "
+        "`kaplan_nd`, ..., `allocation` for the `isoflop` and `envelope` procedures.",
+    )
     selection: str = pa.Field(
         metadata=unit(NO_UNIT),
         description="What was fitted, in words (for reading only: never run as SQL; the "

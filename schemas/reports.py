@@ -97,7 +97,12 @@ class FitParameterSchema(pa.DataFrameModel):
         metadata=unit(NO_UNIT),
         description="Law the fit was saved as (key into `laws`); null for a fit without one.",
     )
-    form: str = pa.Field(metadata=unit(NO_UNIT), description="Law form fitted.")
+    procedure: str = pa.Field(
+        metadata=unit(NO_UNIT), description="How the law was fitted (`fits.procedure`)."
+    )
+    form: str = pa.Field(
+        metadata=unit(NO_UNIT), description="Law form the fit produced (`fits.form`)."
+    )
     parameter: str = pa.Field(
         metadata=unit(NO_UNIT),
         description="Parameter or derived quantity, e.g. `alpha`, or `a` (N_opt ~ C^a).",

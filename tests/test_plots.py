@@ -190,7 +190,9 @@ def test_isoflop_plot_draws_the_fits_own_parabolas(reports) -> None:
 
     db, _ = reports
     with store.connect(db, read_only=True) as con:
-        row = store.query(con, "SELECT fit_id, input, diagnostics FROM fits WHERE form = 'isoflop'")
+        row = store.query(
+            con, "SELECT fit_id, input, diagnostics FROM fits WHERE procedure = 'isoflop'"
+        )
         points = report._fit_points(con, row["fit_id"][0], row["input"][0])
     budgets = json.loads(row["diagnostics"][0])["budgets"]
     profiles = plots.isoflop_profiles(points)

@@ -30,6 +30,7 @@ from ..laws import (
     OvertrainingLaw,
     law_from_parameters,
 )
+from ..schemas.vocabulary import PROCEDURES
 from .bootstrap import percentile_ci
 from .settings import check_confidence_level
 
@@ -242,6 +243,12 @@ class LawFit:
             },
         )
 
+    @property
+    def procedure(self) -> str:
+        """How the law was fitted (``fits.procedure``): ``isoflop``, ``envelope`` or
+        ``parametric``; :attr:`form` stays the name the fit id hashes (``kaplan_n_e`` ...)."""
+        return self.form if self.form in PROCEDURES else "parametric"
+
     def to_row(
         self, *, selection: str = "", input: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -250,7 +257,8 @@ class LawFit:
         has_ci = bool(self.ci)
         return {
             "fit_id": self.fit_id,
-            "form": self.form,
+            "procedure": self.procedure,
+            "form": self.law.form,
             "selection": selection,
             "n_points": self.n_points,
             "estimates": json_text({**self.estimates, **self.derived}),
