@@ -18,6 +18,8 @@
     bootstrap = 200             # bootstrap resamples of refresh's fits (0: no intervals)
     seed = 0
     resample = "runs"           # points | runs | params
+    points = "final"            # final | checkpoints | envelope: which observations of
+                                # each run are fitted (the vocabulary's POINT_MODES)
 
     [scale]
     task_runner = "threads"     # where bootstrap jobs run: threads | dask
@@ -130,6 +132,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("fit", "seed", "seed", "SCALEFIT_FIT_SEED", "a whole number >= 0", "int"),
     Key("fit", "resample", "resample", "SCALEFIT_FIT_RESAMPLE", "one of points, runs, params"),
+    Key("fit", "points", "fit_points", "SCALEFIT_FIT_POINTS", ""),  # allowed: see _point_modes
     Key(
         "scale",
         "task_runner",
@@ -213,6 +216,12 @@ def _law_names() -> tuple[str, ...]:
     return tuple(LAW_NAMES)
 
 
+def _point_modes() -> tuple[str, ...]:
+    from .schemas.vocabulary import POINT_MODES
+
+    return POINT_MODES
+
+
 class Settings(BaseModel):
     """Every setting of every command, typed and checked; see the module docstring.
 
@@ -232,6 +241,7 @@ class Settings(BaseModel):
     bootstrap: int = Field(200, ge=0, le=MAX_BOOTSTRAP)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     resample: Literal["points", "runs", "params"] = "runs"
+    fit_points: str = "final"
     task_runner: Literal["threads", "dask"] = "threads"
     jobs: int = Field(1, ge=1, le=MAX_JOBS)
     workers: int = Field(0, ge=0, le=MAX_JOBS)
@@ -265,6 +275,13 @@ class Settings(BaseModel):
         bad = [law for law in value if law not in names]
         if bad:
             raise ValueError(f"unknown law {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("fit_points")
+    @classmethod
+    def _points(cls, value: str) -> str:
+        if value not in _point_modes():
+            raise ValueError("unknown point mode")
         return value
 
     @field_validator("fit_where")
@@ -311,8 +328,16 @@ class Settings(BaseModel):
         return _validate(values, origins, self.source)
 
 
+def _allowed(key: Key) -> str:
+    if key.allowed:
+        return key.allowed
+    if key.field == "fit_points":
+        return "one of " + ", ".join(_point_modes())
+    return "one or more of " + ", ".join(_law_names())
+
+
 def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError:
-    allowed = key.allowed or "one or more of " + ", ".join(_law_names())
+    allowed = _allowed(key)
     reason = f"{detail}; allowed: {allowed}" if detail else f"allowed: {allowed}"
     return ConfigError(f"{origin}: {key.name} = {_show(value)} is not valid: {reason}")
 

@@ -10,6 +10,7 @@ reports can read what a fit recorded without loading the fitting code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,9 @@ import polars as pl
 
 import scalefit
 
+from . import fit_select
 from .errors import FitError
+from .fit_select import DEFAULT_WARMUP, Selection
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,10 +39,10 @@ __all__ = [
     "read_points",
     "save_fit",
     "select_points",
+    "select_runs",
     "store_input",
+    "with_selection",
 ]
-
-_METRICS = ("eval_loss", "loss", "train_loss")
 
 
 def _selected_runs(
@@ -67,33 +70,17 @@ def _selected_runs(
     return "SELECT * FROM runs" + (" WHERE " + " AND ".join(conds) if conds else ""), params
 
 
-def _default_metric(con: duckdb.DuckDBPyConnection, runs: str, params: list[Any]) -> str:
-    """``eval_loss`` if any selected run has it, else ``loss``, else ``train_loss``."""
-    from . import store
-
-    have = store.query(
-        con,
-        f"SELECT DISTINCT o.metric FROM observations o JOIN ({runs}) r USING (run_id)",
-        params,
-    )["metric"].to_list()
-    metric = next((m for m in _METRICS if m in have), None)
-    if metric is None:
-        raise FitError(
-            f"no observations with metric {', '.join(_METRICS)} for the selected runs "
-            f"(found: {', '.join(map(str, have)) or 'none'}); pass --metric"
-        )
-    return metric
-
-
-def select_points(
+def select_runs(
     con: duckdb.DuckDBPyConnection,
     *,
     where: str | None = None,
     metric: str | None = None,
     project: str | None = None,
     run_ids: Sequence[str] | None = None,
-) -> pl.DataFrame:
-    """The final observation of each run in the store, as points to fit.
+    points: str = "final",
+    warmup: float = DEFAULT_WARMUP,
+) -> Selection:
+    """The points of the selected runs, and what each run contributed or why it was left out.
 
     Parameters
     ----------
@@ -105,51 +92,84 @@ def select_points(
         checked and evaluated on ``con`` (:func:`scalefit.store.run_ids_where`) and only
         the matching run ids are used from then on.
     metric
-        Observation metric to use; default ``eval_loss`` if any selected run has it, else
-        ``loss``, else ``train_loss``.
+        Observation metric every run must use; default per run, the first it has of
+        :data:`~scalefit.schemas.vocabulary.METRIC_PREFERENCE`.
     project, run_ids
         Only runs of this project / with these ids (bound as parameters).
+    points, warmup
+        Which observations of each run (:data:`~scalefit.schemas.vocabulary.POINT_MODES`),
+        and the fraction of a run's tokens whose checkpoints are left out (see
+        :mod:`scalefit.fit_select`).
+    """
+    runs, params = _selected_runs(con, where, project, run_ids)
+    return fit_select.select(con, runs, params, mode=points, warmup=warmup, metric=metric)
+
+
+def select_points(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    where: str | None = None,
+    metric: str | None = None,
+    project: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    points: str = "final",
+    warmup: float = DEFAULT_WARMUP,
+) -> pl.DataFrame:
+    """The points of :func:`select_runs` (by default the final observation of each run).
 
     Returns
     -------
     polars.DataFrame
         ``run_id, step, metric, params, tokens, flops, unique_tokens, loss``: the
-        observation's ids, tokens and FLOPs from the observation, else from the run;
-        ``unique_tokens`` from the run (for the data-constrained law).
+        observation's ids, tokens and FLOPs (tokens from the observation, else steps x the
+        run's ``tokens_per_step``, else at the last step the run's); ``unique_tokens`` from
+        the run (for the data-constrained law).
     """
-    from . import store
+    return select_runs(
+        con,
+        where=where,
+        metric=metric,
+        project=project,
+        run_ids=run_ids,
+        points=points,
+        warmup=warmup,
+    ).points
 
-    runs, params = _selected_runs(con, where, project, run_ids)
-    if metric is None:
-        metric = _default_metric(con, runs, params)
-    sql = f"""
-        WITH r AS ({runs}),
-        -- a step logged before any training (tokens or FLOPs of 0) is no point on a law
-        o AS (SELECT o.* FROM observations o JOIN r USING (run_id)
-              WHERE o.metric = ? AND coalesce(o.tokens, 1) > 0 AND coalesce(o.flops, 1) > 0),
-        last AS (SELECT run_id, max(step) AS step FROM o GROUP BY run_id)
-        SELECT r.run_id, o.step, o.metric, r.params, coalesce(o.tokens, r.tokens) AS tokens,
-               coalesce(o.flops, r.flops) AS flops, r.unique_tokens, o.value AS loss
-        FROM o JOIN last USING (run_id, step) JOIN r USING (run_id)
-        ORDER BY r.run_id
-    """
-    return store.query(con, sql, [*params, metric])
+
+def with_selection(result: LawFit, selection: Selection) -> LawFit:
+    """``result`` with the point mode in its settings, so that the fit id tells fits of
+    different point sets apart (``final``, today's, adds nothing: its ids are unchanged)."""
+    if selection.mode == "final":
+        return result
+    extra = {"points": selection.mode, "warmup": selection.warmup}
+    return dataclasses.replace(result, settings={**result.settings, **extra})
 
 
 def store_input(
-    points: pl.DataFrame, *, predicate: str | None = None, project: str | None = None
+    points: pl.DataFrame | Selection,
+    *,
+    predicate: str | None = None,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """The record of a fit to points from :func:`select_points`: what selected them (as
-    data: the predicate's text, the project, the metric) and how many; their ids go to
-    ``fit_points`` (:func:`save_fit`)."""
-    metrics = points["metric"].unique().to_list() if "metric" in points.columns else []
-    return {
+    """The record of a fit to points from :func:`select_runs` (or :func:`select_points`):
+    what selected them (as data: the predicate's text, the project, the point mode, the
+    metric) and how many; their ids go to ``fit_points`` (:func:`save_fit`)."""
+    selection = points if isinstance(points, Selection) else None
+    frame = selection.points if selection is not None else points
+    assert isinstance(frame, pl.DataFrame)
+    metrics = frame["metric"].unique().to_list() if "metric" in frame.columns else []
+    out: dict[str, Any] = {
         "source": "store",
         "predicate": (predicate or "").strip(),
         "project": project,
         "metric": metrics[0] if len(metrics) == 1 else None,
-        "n_points": points.height,
+        "n_points": frame.height,
     }
+    if selection is not None:
+        single = out["metric"]
+        out.update(selection.record())
+        out["metric"] = selection.metric or single
+    return out
 
 
 def file_input(path: str | Path) -> dict[str, Any]:
@@ -192,7 +212,10 @@ def describe_input(input: Mapping[str, Any]) -> str:
     if input.get("predicate"):
         parts.append(f"runs matching {input['predicate']!r}")
     what = ", ".join(parts) or "all runs"
-    return f"store: {what}; metric {input.get('metric')}; {input.get('n_points')} points"
+    metric = input.get("metric") or ", ".join(input.get("metrics") or []) or None
+    mode = input.get("points", "final")
+    how = f"{mode} points" + (f" past {input['warmup']:g} warm-up" if "warmup" in input else "")
+    return f"store: {what}; metric {metric}; {how}; {input.get('n_points')} points"
 
 
 def _law_row(result: LawFit, law_id: str | None, selection: str) -> pl.DataFrame:

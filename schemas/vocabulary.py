@@ -1,5 +1,5 @@
 """The words scalefit uses for kinds of things: the only lists of law forms, fit procedures,
-law names, log formats and upstream kinds.
+law names, point modes, log formats and upstream kinds.
 
 Every other list is built from these (the ``isin`` checks of the schemas, the law registry of
 :mod:`scalefit.laws`, the command line's choices, the settings' checks), and
@@ -65,6 +65,26 @@ LOG_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "trainer_state", "wan
 LINE_LOG_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "wandb"})
 """Log formats written line by line: a grown file is read on from its last complete line."""
 
+POINT_MODES: tuple[str, ...] = ("final", "checkpoints", "envelope")
+"""Which observations of a run a fit from the store uses (``scalefit fit --points``, ``[fit]
+points``): ``final`` (the last one per run), ``checkpoints`` (every one past a warm-up
+fraction of the run's tokens), ``envelope`` (of those, the ones on the lower envelope of loss
+against compute over all runs: Hoffmann et al. 2022's approach 1)."""
+
+METRIC_PREFERENCE: tuple[str, ...] = (
+    "eval_loss",
+    "val_loss",
+    "validation_loss",
+    "valid_loss",
+    "loss",
+    "train_loss",
+)
+"""The metric a run contributes to a fit, first found first (``observations.metric`` names):
+held-out losses (HF Trainer's ``eval_loss``; nanoGPT-style ``val_loss``, ``validation_loss``,
+``valid_loss``), then the generic ``loss`` (a published study's reported loss; HF Trainer's
+training loss), then ``train_loss``. Other metrics (e.g. ``eval_<set>_loss``) are used only
+when ``scalefit fit --metric`` names them."""
+
 UPSTREAM_KINDS: tuple[str, ...] = ("runs", "models")
 """``kind`` of an upstream file (``[upstreams.<name>]`` of ``datasets/sources.toml``): ``runs``
 are published loss points (-> ``runs`` + ``observations``); ``models`` a model database
@@ -78,7 +98,9 @@ __all__ = [
     "LAW_NAMES",
     "LINE_LOG_FORMATS",
     "LOG_FORMATS",
+    "METRIC_PREFERENCE",
     "PARAMETRIC_FORMS",
+    "POINT_MODES",
     "PROCEDURES",
     "UPSTREAM_FORMATS",
     "UPSTREAM_KINDS",

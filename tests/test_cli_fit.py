@@ -207,6 +207,10 @@ def test_fit_from_the_store_saves_to_fits_and_laws(db_path: Path):
         "project": None,
         "metric": "eval_loss",
         "n_points": 59,
+        "points": "final",
+        "metrics": ["eval_loss"],
+        "runs_used": 59,
+        "runs_left_out": 0,
     }
     assert "project = 'sweep'" in fits["selection"][0]
     assert points["fit_id"].unique().to_list() == fits["fit_id"].to_list()
