@@ -294,6 +294,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
       the ``parametric`` procedure and keeps its form. ``fit_id`` is kept as it is: a refit
       of the same data with the same settings derives the same id, and ``laws``,
       ``fit_samples``, ``fit_points`` and the reports keep pointing at it.
+    - A table whose ``PRIMARY KEY`` is not its schema's key is rebuilt with it (its rows
+      kept): ``fit_points`` was keyed by ``(fit_id, run_id)`` when a fit used one point per
+      run, which would fold a fit's checkpoints into one row.
     - ``laws.form`` and ``law_parameters.form`` hold law types only (``isoflop`` and
       ``envelope`` were accepted there, though scalefit never wrote them: ``allocation``).
     """
@@ -306,6 +309,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     fits_columns = {c for t, c in have if t == "fits"}
     if fits_columns and "procedure" not in fits_columns:
         _rebuild_fits(con, fits_columns)
+    _rekey(con)
     for table in ("laws", "law_parameters"):
         if (table, "form") in have:
             run(con, f"UPDATE {_ident(table)} SET form = 'allocation' WHERE form IN ({old})")
@@ -329,6 +333,31 @@ def _rebuild_fits(con: duckdb.DuckDBPyConnection, columns: set[str]) -> None:
     run(con, "DROP TABLE fits")
     run(con, f"ALTER TABLE {_ident(staging.name)} RENAME TO fits")
     log.info("migrated fits (%d rows): fits.procedure filled from the old fits.form", n)
+
+
+def _rekey(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild each table whose ``PRIMARY KEY`` differs from its spec's key (rows kept)."""
+    keys = run(
+        con,
+        "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+        "WHERE schema_name = 'main' AND constraint_type = 'PRIMARY KEY'",
+    )
+    for table, columns in keys:
+        spec = TABLES.get(table)
+        if spec is None or not spec.enforce_key_in_db or list(columns) == list(spec.key):
+            continue
+        staging = dataclasses.replace(spec, name=f"_{table}_migrating")
+        for stmt in ddl(staging):
+            run(con, stmt)
+        have = {r[0] for r in run(con, f"SELECT * FROM (DESCRIBE {_ident(table)})")}
+        cols = ", ".join(_ident(c) for c in spec.columns)
+        select = ", ".join(_ident(c) if c in have else "NULL" for c in spec.columns)
+        run(
+            con, f"INSERT INTO {_ident(staging.name)} ({cols}) SELECT {select} FROM {_ident(table)}"
+        )
+        run(con, f"DROP TABLE {_ident(table)}")
+        run(con, f"ALTER TABLE {_ident(staging.name)} RENAME TO {_ident(table)}")
+        log.info("migrated %s: keyed by %s", table, ", ".join(spec.key))
 
 
 _IN_TRANSACTION: set[int] = set()

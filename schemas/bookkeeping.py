@@ -204,7 +204,11 @@ class FitPointSchema(pa.DataFrameModel):
 
     fit_id: str = pa.Field(description="Fit (key into `fits`).")
     run_id: str = pa.Field(description="Run (key into `runs`).")
-    step: int = pa.Field(ge=0, description="Step of the observation fitted (the run's last).")
+    step: int = pa.Field(
+        ge=0,
+        description="Step of the observation fitted: the run's last, or one of its checkpoints "
+        "(`fits.input` says which: its `points`).",
+    )
     metric: str = pa.Field(description="Metric of the observation fitted, e.g. `eval_loss`.")
 
     class Config:
@@ -215,7 +219,7 @@ class FitPointSchema(pa.DataFrameModel):
 FIT_POINTS = TableSpec(
     name="fit_points",
     schema=FitPointSchema,
-    key=("fit_id", "run_id"),
+    key=("fit_id", "run_id", "metric", "step"),
     policy="upsert",
     description="The observations each fit from the store was made from, by id.",
 )
