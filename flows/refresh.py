@@ -95,6 +95,7 @@ def fit_laws(
     seed: int,
     resample: str,
     jobs: int,
+    points: str = "final",
 ) -> tuple[dict[str, pipeline.FitInfo], dict[str, str]]:
     """Fit and save each (project, law); bootstrap jobs run on this flow's task runner.
 
@@ -110,6 +111,7 @@ def fit_laws(
         n_bootstrap=n_bootstrap,
         seed=seed,
         resample=resample,
+        points=points,
         bootstrap_jobs=jobs,
         bootstrap_map=map_on_task_runner,
     )
@@ -181,6 +183,7 @@ def refresh(
             seed=settings.seed,
             resample=settings.resample,
             jobs=settings.jobs,
+            points=settings.fit_points,
             return_state=True,
         )
         if state.is_failed():  # e.g. a local Dask cluster could not start: keep the rest

@@ -36,21 +36,33 @@ from .errors import FitError
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["DEFAULT_WARMUP", "METRIC_PREFERENCE", "Selection", "select"]
+__all__ = ["DEFAULT_WARMUP", "METRIC_PREFERENCE", "POINT_COLUMNS_SQL", "Selection", "select"]
 
-_POINTS_SQL = """
+POINT_COLUMNS_SQL = """
+    r.run_id, o.step, o.metric, r.params,
+    coalesce(o.tokens, o.step * r.tokens_per_step,
+             CASE WHEN o.step = last.last_step THEN r.tokens END) AS tokens,
+    coalesce(o.flops, CASE WHEN o.step = last.last_step THEN r.flops END) AS flops,
+    r.unique_tokens, o.value AS loss
+"""
+"""A point's columns from an observation ``o``, its run ``r`` and ``last`` (the run's last
+step of that metric): tokens from the observation, else steps x tokens per step, else at the
+last step the run's total; FLOPs from the observation, else at the last step the run's. Shared
+with the reports, which read a fit's points again by id."""
+
+_POINTS_SQL = (
+    """
     WITH r AS ({runs}),
     o AS (SELECT o.* FROM observations o JOIN r USING (run_id)
           WHERE list_contains(?::VARCHAR[], o.metric)),
     last AS (SELECT run_id, metric, max(step) AS last_step FROM o GROUP BY run_id, metric)
-    SELECT r.run_id, o.step, o.metric, r.params,
-           coalesce(o.tokens, o.step * r.tokens_per_step,
-                    CASE WHEN o.step = last.last_step THEN r.tokens END) AS tokens,
-           coalesce(o.flops, CASE WHEN o.step = last.last_step THEN r.flops END) AS flops,
-           r.unique_tokens, o.value AS loss
+    SELECT """
+    + POINT_COLUMNS_SQL
+    + """
     FROM o JOIN last USING (run_id, metric) JOIN r USING (run_id)
     ORDER BY r.run_id, o.metric, o.step
 """
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,12 @@ class Selection:
                 out["left_out"] = row["left_out"]
             rows.append(out)
         return rows
+
+    def left_out(self) -> str:
+        """The runs left out, counted by reason (``""`` when none was)."""
+        left = self.runs.filter(pl.col("points") == 0)
+        reasons = left.group_by("left_out").len().sort(["len", "left_out"], descending=True)
+        return "; ".join(f"{n} {'run' if n == 1 else 'runs'}: {r}" for r, n in reasons.rows())
 
     def record(self) -> dict[str, Any]:
         """What chose the points, as data (part of ``fits.input``)."""

@@ -144,10 +144,12 @@ def fit_project(
     n_bootstrap: int = 200,
     seed: int = 0,
     resample: str = "runs",
+    points: str = "final",
     bootstrap_jobs: int = 1,
     bootstrap_map: fitting.BootstrapMap = map,
 ) -> FitInfo:
-    """Fit ``law`` to the final observations of ``project``'s runs and save it.
+    """Fit ``law`` to the observations of ``project``'s runs that ``points`` selects (``[fit]
+    points``: each run's final one by default) and save it.
 
     ``bootstrap_jobs`` and ``bootstrap_map`` say how the bootstrap refits are split and
     where they run (:func:`scalefit.fit.fit_law`); the result does not depend on them.
@@ -157,10 +159,12 @@ def fit_project(
     nothing new (the fit id is derived from both).
     """
     with store.connect_locked(db_path) as con:
-        points = fit_store.select_points(con, where=where, project=project)
+        selection = fit_store.select_runs(con, where=where, project=project, points=points)
+    for message in selection.warnings:
+        log.warning("fit of %s to project %s: %s", law, project, message)
     try:
         result = fitting.fit_named(
-            points,
+            selection.points,
             law,
             n_bootstrap=n_bootstrap,
             seed=seed,
@@ -169,8 +173,10 @@ def fit_project(
             bootstrap_map=bootstrap_map,
         )
     except FitError as exc:
-        log.warning("fit of %s to project %s skipped: %s", law, project, exc)
-        return FitInfo(project, law, "skipped", str(exc))
+        why = str(exc) + (f" (left out: {selection.left_out()})" if selection.left_out() else "")
+        log.warning("fit of %s to project %s skipped: %s", law, project, why)
+        return FitInfo(project, law, "skipped", why)
+    result = fit_store.with_selection(result, selection)
     law_id = fitted_law_id(project, law)
     with store.connect(db_path) as con:
         # Same data and settings give the same fit id: if the law already points to it,
@@ -183,8 +189,8 @@ def fit_project(
             [law_id, result.fit_id],
         )
         if not current:
-            record = fit_store.store_input(points, predicate=where, project=project)
-            fit_store.save_fit(con, result, input=record, points=points, law_id=law_id)
+            record = fit_store.store_input(selection, predicate=where, project=project)
+            fit_store.save_fit(con, result, input=record, points=selection.points, law_id=law_id)
     status = "unchanged" if current else "fitted"
     message = f"{result.n_points} points; objective {result.objective:.4g}" + (
         "" if result.converged else "; NOT converged (see fits.diagnostics)"

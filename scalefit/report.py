@@ -31,6 +31,7 @@ import scalefit
 
 from . import compare, plots, store
 from .errors import ReportError
+from .fit_select import POINT_COLUMNS_SQL
 from .laws import Law
 
 log = logging.getLogger(__name__)
@@ -307,15 +308,19 @@ def write_reports(con: duckdb.DuckDBPyConnection, directory: Path = DEFAULT_REPO
     return ReportInfo(directory=directory, files=files, not_compared=skipped)
 
 
-FIT_POINTS_SQL = """
-    SELECT r.run_id, p.step, p.metric, r.params, coalesce(o.tokens, r.tokens) AS tokens,
-           coalesce(o.flops, r.flops) AS flops, r.unique_tokens, o.value AS loss
+FIT_POINTS_SQL = (
+    "SELECT "
+    + POINT_COLUMNS_SQL
+    + """
     FROM fit_points p
     JOIN observations o ON o.run_id = p.run_id AND o.step = p.step AND o.metric = p.metric
     JOIN runs r ON r.run_id = p.run_id
+    JOIN (SELECT run_id, metric, max(step) AS last_step FROM observations
+          GROUP BY run_id, metric) last ON last.run_id = p.run_id AND last.metric = p.metric
     WHERE p.fit_id = ?
-    ORDER BY r.run_id
+    ORDER BY r.run_id, o.step
 """
+)
 """A fit's points, read again by their ids (the fit id bound as a parameter)."""
 
 

@@ -75,6 +75,13 @@ def test_precedence_option_env_file_default(tmp_path: Path) -> None:
     assert load_settings(environ={}).db == Path("scalefit.duckdb")
     assert load_settings(path, environ=env).jobs == 3
     assert load_settings(path, environ={}).jobs == 2
+    path.write_text('[fit]\npoints = "envelope"\n')
+    points = {"fit_points": ("--points", "final")}
+    assert load_settings(path, environ={}).fit_points == "envelope"
+    env = {"SCALEFIT_FIT_POINTS": "checkpoints"}
+    assert load_settings(path, environ=env).fit_points == "checkpoints"
+    assert load_settings(path, options=points, environ=env).fit_points == "final"
+    path.write_text("[scale]\njobs = 2\n")
     # A bad value in a layer that lost is never read: the option decides.
     bad_env = {"SCALEFIT_SCALE_JOBS": "many"}
     assert load_settings(path, options={"jobs": ("--jobs", 4)}, environ=bad_env).jobs == 4
@@ -149,6 +156,12 @@ BAD_FILES = [
         "[fit]\nresample = 'models'",
         "[fit] resample = 'models' is not valid: allowed: one of points",
     ),
+    (
+        "[fit]\npoints = 'all'",
+        "[fit] points = 'all' is not valid: unknown point mode; allowed: one of final, "
+        "checkpoints, envelope",
+    ),
+    ("[fit]\npoints = 1", "[fit] points = 1 is not valid"),
     ("[fit]\nwhere = 3", "[fit] where = 3 is not valid: allowed: a predicate"),
     (
         "[fit]\nwhere = \"true)) r USING (run_id); COPY (select 42) TO 'x.csv'; SELECT 1 --\"",
@@ -189,6 +202,7 @@ def test_bad_file_value_is_one_line_naming_it(tmp_path: Path, text: str, message
         ({"SCALEFIT_TIMEZONE": "Mars/Base"}, "SCALEFIT_TIMEZONE: [schedule] timezone"),
         ({"SCALEFIT_FIT_LAWS": "chinchilla,nope"}, "unknown law 'nope'"),
         ({"SCALEFIT_DB": "."}, "SCALEFIT_DB: [store] db = '.' is not valid"),
+        ({"SCALEFIT_FIT_POINTS": "last"}, "SCALEFIT_FIT_POINTS: [fit] points = 'last' is not"),
     ],
 )
 def test_bad_environment_value_names_the_variable(env: dict[str, str], message: str) -> None:

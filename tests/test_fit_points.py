@@ -103,11 +103,25 @@ def test_final_and_envelope_points_of_the_sweep(sweep: Path) -> None:
     assert final["n_points"] == 18 and final["points"]["mode"] == "final"
     assert all(r["points"] == 1 for r in final["runs"])
     checkpoints = _fit(sweep, "--points", "checkpoints", "--bootstrap", "0")
+    text = runner.invoke(
+        app, ["fit", "--where", "project = 'sweep'", "--db", str(sweep), "--bootstrap", "0"]
+    )
+    assert "runs: all 18 selected runs contributed eval_loss (final points: 1 each)" in text.stdout
     envelope = _fit(sweep, "--points", "envelope", "--bootstrap", "0")
     # A different point set is a different fit.
     ids = {final["fit_id"], checkpoints["fit_id"], envelope["fit_id"]}
     assert len(ids) == 3
     assert envelope["settings"]["points"] == "envelope"
+    # The reports read each fit's points again by id: the same points, tokens and losses.
+    from scalefit.fit_store import select_runs
+    from scalefit.report import FIT_POINTS_SQL
+
+    for out, mode in ((checkpoints, "checkpoints"), (envelope, "envelope")):
+        with store.connect_locked(sweep) as con:
+            picked = select_runs(con, where="project = 'sweep'", points=mode).points
+        with store.connect(sweep, read_only=True) as con:
+            again = store.query(con, FIT_POINTS_SQL, [out["fit_id"]])
+        assert again.sort("run_id", "step").equals(picked.sort("run_id", "step")), mode
     assert 5 < envelope["n_points"] < checkpoints["n_points"]
     assert {r["run_id"] for r in envelope["runs"]} == {r["run_id"] for r in final["runs"]}
     off = [r for r in envelope["runs"] if r["points"] == 0]
@@ -201,10 +215,10 @@ def test_each_run_contributes_its_own_metric_or_says_why_not(mixed: Path) -> Non
 
 
 def test_text_output_lists_every_run(mixed: Path) -> None:
+    argv = ["fit", "--where", "project = 'mixed'", "--db", str(mixed), "--law", "kaplan-d"]
     result = runner.invoke(
         app,
-        ["fit", "--where", "project = 'mixed'", "--db", str(mixed), "--law", "kaplan-d"]
-        + ["--points", "checkpoints", "--bootstrap", "0", "--no-save"],
+        [*argv, "--points", "checkpoints", "--bootstrap", "0", "--no-save"],
         env={"COLUMNS": "250"},
     )
     assert result.exit_code == 0, result.output

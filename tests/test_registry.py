@@ -50,7 +50,14 @@ def _isin(schema: type[pa.DataFrameModel], column: str) -> set[str]:
 
 
 def test_vocabulary_lists_are_sets() -> None:
-    for words in (vocab.LAW_FORMS, vocab.PROCEDURES, vocab.PARAMETRIC_FORMS, vocab.LOG_FORMATS):
+    for words in (
+        vocab.LAW_FORMS,
+        vocab.PROCEDURES,
+        vocab.PARAMETRIC_FORMS,
+        vocab.LOG_FORMATS,
+        vocab.POINT_MODES,
+        vocab.METRIC_PREFERENCE,
+    ):
         assert len(words) == len(set(words)), words
     assert vocab.PROCEDURES == ("parametric", "isoflop", "envelope")
     assert not set(vocab.PROCEDURES) & set(vocab.LAW_FORMS)  # a procedure is not a law form
@@ -140,6 +147,10 @@ def _option(command: str, name: str) -> typer.core.TyperOption:
 def test_command_line_choices_come_from_the_vocabulary() -> None:
     law = _option("fit", "law")
     assert law.help is not None and ", ".join(vocab.LAW_NAMES) in law.help
+    points = _option("fit", "points")
+    assert points.help is not None and ", ".join(vocab.POINT_MODES) in points.help
+    metric = _option("fit", "metric")
+    assert ", ".join(vocab.METRIC_PREFERENCE) in str(metric.show_default)
     fmt = _option("ingest", "format").type_descriptor  # type: ignore[attr-defined]
     assert fmt.is_choice and tuple(fmt.choices) == vocab.LOG_FORMATS
 
@@ -149,6 +160,14 @@ def test_settings_accept_exactly_the_law_names() -> None:
     for bad in ("kaplan_n", "isoflop_", "allocation", "parametric"):
         with pytest.raises(ValueError, match="unknown law"):
             Settings(fit_laws=(bad,))
+
+
+def test_settings_accept_exactly_the_point_modes() -> None:
+    for mode in vocab.POINT_MODES:
+        assert Settings(fit_points=mode).fit_points == mode
+    for bad in ("last", "all", "Final", ""):
+        with pytest.raises(ValueError, match="unknown point mode"):
+            Settings(fit_points=bad)
 
 
 def test_loaders_use_the_vocabulary() -> None:

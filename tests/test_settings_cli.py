@@ -71,6 +71,7 @@ def test_every_command_refuses_a_bad_setting(workdir: Path, command: str) -> Non
         (["serve", "--cron", "99 99 * * *"], {}, "option --cron: [schedule] cron = '99 99 * * *'"),
         (["fit", "--jobs", "5000"], {}, "option --jobs: [scale] jobs = 5000 is not valid"),
         (["fit", "--seed", "-1"], {}, "option --seed: [fit] seed = -1 is not valid"),
+        (["fit", "--points", "last"], {}, "option --points: [fit] points = 'last' is not valid"),
         (["sql", "select 1"], {"SCALEFIT_STORAGE_VERSION": "2"}, "SCALEFIT_STORAGE_VERSION"),
         (["report"], {"SCALEFIT_SCALE_WORKERS": "1e9"}, "[scale] workers = '1e9' is not valid"),
         (["sql", "select 1"], {"SCALEFIT_CONFIG": "missing.toml"}, "no config file at missing"),

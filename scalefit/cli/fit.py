@@ -347,13 +347,31 @@ class _Data:
         return {"points": chosen, "runs": sel.runs_json()}
 
     def print_runs(self) -> None:
-        """Each run's metric and points, or why it was left out (grouped when many)."""
+        """Each run's metric and points, or why it was left out: one line when every run
+        contributed the same metric, else a table (grouped when there are many runs)."""
         import polars as pl
 
         if self.selection is None:
             return
-        runs = self.selection.runs.with_columns(pl.col("metric").fill_null("-"))
-        title = f"runs: {self.selection.mode} points"
+        runs, mode = self.selection.runs, self.selection.mode
+        counts = runs["points"]
+        if (
+            runs.height
+            and runs["metric"].null_count() == 0
+            and runs["metric"].n_unique() == 1
+            and counts.min() > 0
+        ):
+            low, high = counts.min(), counts.max()
+            each = f"{low}" if low == high else f"{low} to {high}"
+            console.print(
+                f"runs: all {runs.height} selected runs contributed {runs['metric'][0]} "
+                f"({mode} points: {each} each)",
+                highlight=False,
+                markup=False,
+            )
+            return
+        runs = runs.with_columns(pl.col("metric").fill_null("-"))
+        title = f"runs: {mode} points"
         if runs.height > _MAX_RUN_ROWS:
             runs = (
                 runs.group_by("metric", "left_out")
@@ -372,9 +390,7 @@ def _nothing_to_fit(sel: Selection, where: str | None, db: Path) -> str:
     matching = f"runs matching {where!r}" if where else "runs"
     if sel.runs.height == 0:
         return f"no {matching} in {db}: check --where, or pass --input FILE"
-    reasons = sel.runs.group_by("left_out").len().sort("len", descending=True).rows()
-    why = "; ".join(f"{n} {'run' if n == 1 else 'runs'}: {r}" for r, n in reasons)
-    return f"none of the {sel.runs.height} {matching} gave a point to fit ({why})"
+    return f"none of the {sel.runs.height} {matching} gave a point to fit ({sel.left_out()})"
 
 
 @contextlib.contextmanager
