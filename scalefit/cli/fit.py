@@ -389,7 +389,9 @@ def _nothing_to_fit(sel: Selection, where: str | None, db: Path) -> str:
     """Why a selection gave no point, in one line."""
     matching = f"runs matching {where!r}" if where else "runs"
     if sel.runs.height == 0:
-        return f"no {matching} in {db}: check --where, or pass --input FILE"
+        return (
+            f"no {matching} in {db}, so no observations to fit: check --where, or pass --input FILE"
+        )
     return f"none of the {sel.runs.height} {matching} gave a point to fit ({sel.left_out()})"
 
 
