@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from scalefit import pipeline, store
 from scalefit.cli import app
-from scalefit.schemas import PROCEDURES, TABLES
 from scalefit.load.validate import validate_frame
+from scalefit.schemas import PROCEDURES, TABLES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "store_v0_1.duckdb.gz"
 
@@ -261,3 +261,22 @@ def test_fitting_and_reporting_on_top_of_an_old_store(old_store: Path, tmp_path:
     pngs = {p.name for p in out_dir.glob("*.png")}
     assert {"law_fit_fitted_sweep_isoflop.png", "law_fit_fitted_sweep_chinchilla.png"} <= pngs
     assert f"law_fit_{old_ids['envelope']}.png" not in pngs  # its input file is gone
+
+
+def test_fit_points_are_rekeyed_to_hold_checkpoints(old_store: Path) -> None:
+    """The old `fit_points` key (fit_id, run_id) would fold a fit's checkpoints into one row:
+    opening rebuilds it with today's key, every row kept, and then two steps of a run fit."""
+    pk = (
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = "
+        "'fit_points' AND constraint_type = 'PRIMARY KEY'"
+    )
+    assert raw(old_store, pk) == [(["fit_id", "run_id"],)]
+    rows = sorted(raw(old_store, "SELECT * FROM fit_points"))
+    with store.connect(old_store) as con:
+        assert sorted(store.run(con, "SELECT * FROM fit_points")) == rows
+        fit_id, run_id, step, metric = rows[0]
+        extra = pl.DataFrame({"fit_id": [fit_id], "run_id": [run_id], "step": [step + 1]})
+        store.write(con, "fit_points", extra.with_columns(pl.lit(metric).alias("metric")))
+        kept = store.run(con, "SELECT count(*) FROM fit_points WHERE fit_id = ?", [fit_id])
+    assert raw(old_store, pk) == [(["fit_id", "run_id", "metric", "step"],)]
+    assert kept[0][0] == sum(1 for r in rows if r[0] == fit_id) + 1
