@@ -1999,10 +1999,10 @@ def select_points(
     ----------
     con
         An open store connection; with ``where``, one from
-        :func:`scalefit.store.connect_locked` (the predicate is a user's SQL).
+        :func:`scalefit.user_sql.connect_locked` (the predicate is a user's SQL).
     where
         Predicate on the ``runs`` columns (e.g. ``"project = 'sweep'"``); default all. It is
-        checked and evaluated on ``con`` (:func:`scalefit.store.run_ids_where`) and only
+        checked and evaluated on ``con`` (:func:`scalefit.user_sql.run_ids_where`) and only
         the matching run ids are used from then on.
     metric
         Observation metric to use; default ``eval_loss`` if any selected run has it, else
@@ -2017,9 +2017,9 @@ def select_points(
         observation's ids, tokens and FLOPs from the observation, else from the run;
         ``unique_tokens`` from the run (for the data-constrained law).
     """
-    from . import store
+    from . import store, user_sql
 
-    ids = store.run_ids_where(con, where) if where and where.strip() else None
+    ids = user_sql.run_ids_where(con, where) if where and where.strip() else None
     if run_ids is not None:
         wanted = set(run_ids)
         ids = [i for i in (ids if ids is not None else run_ids) if i in wanted]

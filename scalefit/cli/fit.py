@@ -144,11 +144,11 @@ def fit_command(
         data = fitting.read_points(input)
         record = fitting.file_input(input)
     else:
-        from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
+        from .. import user_sql  # not imported for --input: pandera and DuckDB take ~0.2 s
 
         # --where is a user's SQL: checked, then evaluated on the locked read-only
         # connection; only the matching ids travel on (never the text).
-        with store.connect_locked(db_path) as con:
+        with user_sql.connect_locked(db_path) as con:
             data = fitting.select_points(con, where=where, metric=metric)
         record = fitting.store_input(data, predicate=where)
         if data.height == 0:
