@@ -74,7 +74,7 @@ def _finish_fit_figure(fig: plt.Figure, title: str, caveat: str | None, path: Pa
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    from .report import atomic_path
+    from ..report import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
