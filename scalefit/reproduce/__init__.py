@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from . import fit as fitting
-from . import store
-from .errors import FitError
-from .studies import Study
+from .. import fit as fitting
+from .. import store
+from ..errors import FitError
+from ..studies import Study
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Reproduction:
 
     def frame(self) -> pl.DataFrame:
         """The claims as rows of ``reproductions.parquet`` (``schemas/studies.py``)."""
-        from .schemas.studies import ReproductionSchema
+        from ..schemas.studies import ReproductionSchema
 
         rows = [asdict(c) for c in self.claims]
         for r in rows:
@@ -452,7 +452,7 @@ def reproduce_besiroglu2024(
 ) -> Reproduction:
     """The Chinchilla refit against Besiroglu et al.'s estimates, the objective at Hoffmann et
     al.'s estimates against the refit's, and every form beyond the paper."""
-    from .laws import ChinchillaLaw
+    from ..laws import ChinchillaLaw
 
     pts = besiroglu_points(con, study.name)
     if pts.is_empty():
