@@ -24,15 +24,10 @@ footnotes and saving every figure shares in :mod:`._style`; the label placement 
 :mod:`.labels`.
 """
 
+from .._budgets import budget_groups
 from ._style import CAVEAT_MARK, LAW_COLOURS, law_styles
 from .allocation import allocation_band, isoflop_profiles, plot_envelope_fit, plot_isoflop_fit
-from .fits import (
-    MAX_SLICES,
-    budget_groups,
-    fit_slices,
-    plot_bootstrap_exponents,
-    plot_parametric_fit,
-)
+from .fits import MAX_SLICES, fit_slices, plot_bootstrap_exponents, plot_parametric_fit
 from .frontier import ISO_FLOPS, plot_tokens_vs_params, tokens_vs_params_figure
 from .labels import place_labels
 from .studies import plot_observed_vs_predicted

@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .._files import atomic_path
+
 LAW_COLOURS = (
     "#0072B2",
     "#D55E00",
@@ -112,8 +114,6 @@ def caveat_footnote(fig: plt.Figure, caveats: Mapping[str, str], width: int = 15
 
 def save(fig: plt.Figure, path: Path) -> None:
     """Write ``fig`` as a PNG at ``path`` (whole or not at all) and close it."""
-    from ..report import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)

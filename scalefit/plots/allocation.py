@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from .._budgets import budget_groups
 from ._style import LAW_COLOURS, bars, finish_fit_figure, interval, sequential
-from .fits import MAX_SLICES, budget_groups, flops_of
+from .fits import MAX_SLICES, flops_of
 
 
 def allocation_band(sample_laws: Sequence[Any], flops: Any, level: float = 0.95) -> pl.DataFrame:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from .._budgets import budget_groups
 from ..laws import training_flops
 from ._style import (
     CAVEAT_MARK,
@@ -27,18 +28,6 @@ from ._style import (
 
 MAX_SLICES = 8
 """Most token budgets (or iso-FLOP slices) a parametric fit plot draws a curve for."""
-
-
-def budget_groups(values: np.ndarray, rtol: float = 0.05) -> np.ndarray:
-    """Group index of each value: values within ``rtol`` of their group's smallest share it."""
-    order = np.argsort(values)
-    out = np.empty(values.size, dtype=int)
-    g, lead = -1, -np.inf
-    for i in order:
-        if values[i] > lead * (1 + rtol):
-            g, lead = g + 1, values[i]
-        out[i] = g
-    return out
 
 
 def flops_of(points: pl.DataFrame) -> np.ndarray:

@@ -185,22 +185,19 @@ def _model_points(
 def _legends(fig: plt.Figure, ax: plt.Axes, law_handles: list[Any], fam_handles: list[Any]) -> None:
     """The laws' legend right of the axes, the families' legend below them: never over data."""
     right, top = ax.get_position().x1, ax.get_position().y1
+    style = {"fontsize": 8, "title_fontsize": 8.5, "frameon": False}
     fig.legend(
         handles=law_handles,
         title="compute-optimal N, D (law)",
-        fontsize=8,
-        title_fontsize=8.5,
         loc="upper left",
         bbox_to_anchor=(right + 0.01, top),
-        frameon=False,
+        **style,
     )
     ax.legend(
         handles=fam_handles,
         title="model family",
-        fontsize=8,
-        title_fontsize=8.5,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.08),
         ncol=6,
-        frameon=False,
+        **style,
     )
