@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -181,7 +181,7 @@ def connect(
     read_only: bool = False,
     create: bool = True,
     timeout: float | None = None,
-    config: dict[str, object] | None = None,
+    config: Mapping[str, object] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the store, waiting a bounded time for other processes, and create its tables.
 
@@ -210,7 +210,8 @@ def connect(
         if read_only or not create:
             raise database_missing(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout, config)
+    wait = DEFAULT_BUSY_TIMEOUT if timeout is None else timeout
+    con = _open(path, read_only, wait, None if config is None else dict(config))
     try:
         if not read_only:
             ensure_tables(con)

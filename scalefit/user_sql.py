@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 import duckdb
 import polars as pl
@@ -26,7 +27,7 @@ from .errors import QueryError, StoreError
 from .schemas import TABLES
 from .store import DEFAULT_DB, connect, database_missing, ddl, run
 
-LOCKED_SETTINGS: dict[str, object] = {
+LOCKED_SETTINGS: dict[str, str | bool | int | float | list[str]] = {
     # No files (COPY, EXPORT/IMPORT DATABASE, ATTACH of a file, read_csv/read_parquet/
     # read_text/glob, CREATE SECRET), no extension INSTALL/LOAD, no Python replacement scans.
     "enable_external_access": False,
@@ -377,7 +378,7 @@ def _predicate_refusal(con: duckdb.DuckDBPyConnection, text: str) -> str | None:
     if tree.get("error"):
         return str(tree.get("error_message") or "it does not parse").splitlines()[0]
     node = _strip_locations(tree["statements"][0].get("node"))
-    if not _only_a_where_clause(con, node):
+    if not _only_a_where_clause(node, con):
         return (
             "it is more than one boolean expression (it adds clauses such as UNION, "
             "ORDER BY, GROUP BY or LIMIT to the query)"
@@ -386,7 +387,7 @@ def _predicate_refusal(con: duckdb.DuckDBPyConnection, text: str) -> str | None:
     return _predicate_problem(node.get("where_clause"), columns) or _type_problem(con, tree, node)
 
 
-def _only_a_where_clause(con: duckdb.DuckDBPyConnection, node: object) -> bool:
+def _only_a_where_clause(node: object, con: duckdb.DuckDBPyConnection) -> TypeGuard[dict]:
     """Whether the parsed query ``node`` is ``SELECT * FROM runs WHERE ...`` and no more."""
     reference = _serialize(con, f"SELECT * FROM {PREDICATE_TABLE} WHERE true")
     ref = _strip_locations(reference["statements"][0]["node"])

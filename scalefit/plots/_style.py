@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.figure import Figure, SubFigure
 
 from .._files import atomic_path
 
@@ -90,6 +92,11 @@ def bars(ax: plt.Axes, at: Any, lo: Any, hi: Any, colour: Any, *, vertical: bool
         ax.plot(*xy, ls="none", marker=cap, ms=5, color=colour, zorder=2.4)
 
 
+def renderer_of(fig: Figure | SubFigure) -> RendererAgg:
+    """The renderer of ``fig`` (every figure here is drawn by Agg), to measure text."""
+    return cast(FigureCanvasAgg, fig.canvas).get_renderer()
+
+
 def caveat_footnote(fig: plt.Figure, caveats: Mapping[str, str], width: int = 150) -> None:
     """Each law's caveat under everything else in the figure, marked like the law's label."""
     if not caveats:
@@ -98,8 +105,9 @@ def caveat_footnote(fig: plt.Figure, caveats: Mapping[str, str], width: int = 15
     for law_id, text in caveats.items():
         lines += textwrap.wrap(f"{CAVEAT_MARK} {law_id}: {text}", width=width)
     fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    bottom = min(a.get_tightbbox(renderer).y0 for a in fig.axes) / fig.bbox.height
+    renderer = renderer_of(fig)
+    boxes = [a.get_tightbbox(renderer) for a in fig.axes]
+    bottom = min(box.y0 for box in boxes if box is not None) / fig.bbox.height
     fig.text(
         0.01,
         bottom - 0.01,

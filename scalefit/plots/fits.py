@@ -120,10 +120,10 @@ def _slice(
     if kind == "flops":
         budget = float(np.exp(np.mean(np.log(c))))
 
-        def tok(x: np.ndarray, budget: float = budget) -> np.ndarray:
+        def on_iso_flops(x: np.ndarray, budget: float = budget) -> np.ndarray:
             return budget / (6 * x)
 
-        return f"C = {budget:.2g} FLOPs", tok
+        return f"C = {budget:.2g} FLOPs", on_iso_flops
     budget = float(np.exp(np.mean(np.log(d))))
     lo, hi = d.min(), d.max()
     label = (
@@ -132,10 +132,10 @@ def _slice(
         else f"D {fmt_count(lo)}–{fmt_count(hi)}"
     )
 
-    def tok(x: np.ndarray, budget: float = budget) -> np.ndarray:
+    def at_budget(x: np.ndarray, budget: float = budget) -> np.ndarray:
         return np.full_like(x, budget)
 
-    return label, tok
+    return label, at_budget
 
 
 def _law_curve(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.colors import ListedColormap
 
 from ._style import caveat_footnote, law_label, law_styles, save
 from .labels import place_labels
@@ -88,10 +90,11 @@ def plot_tokens_vs_params(
 def _limits(models: pl.DataFrame) -> _Limits:
     """Axes that hold every model and at least 5e7-3e12 parameters, 1e10-1e14 tokens."""
     known = models.filter(pl.col("params").is_not_null() & pl.col("tokens").is_not_null())
-    n_lo = min(5e7, float(known["params"].min() or 5e7) / 2)
-    n_hi = max(3e12, float(known["params"].max() or 3e12) * 3)
-    d_lo = min(1e10, float(known["tokens"].min() or 1e10) / 3)
-    d_hi = max(1e14, float(known["tokens"].max() or 1e14) * 3)
+    params, tokens = known["params"], known["tokens"]
+    n_lo = min(5e7, float(cast(float | None, params.min()) or 5e7) / 2)
+    n_hi = max(3e12, float(cast(float | None, params.max()) or 3e12) * 3)
+    d_lo = min(1e10, float(cast(float | None, tokens.min()) or 1e10) / 3)
+    d_hi = max(1e14, float(cast(float | None, tokens.max()) or 1e14) * 3)
     return n_lo, n_hi, d_lo, d_hi
 
 
@@ -125,8 +128,8 @@ def _law_lines(
     one; returns the lines (for the legend)."""
     styles = law_styles(frontier["law_id"].unique(maintain_order=True).to_list())
     handles = []
-    for law_id, rows in frontier.group_by("law_id", maintain_order=True):
-        law_id = str(law_id[0])
+    for key, rows in frontier.group_by("law_id", maintain_order=True):
+        law_id = str(key[0])
         st = styles[law_id]
         (line,) = ax.plot(
             rows["optimal_params"],
@@ -155,7 +158,7 @@ def _model_points(
     """The published models, one marker and pastel colour per family; returns the families'
     handles and every drawn model's ``params``, ``tokens`` and label."""
     handles = []
-    pastel = plt.cm.tab20.colors[1::2] + plt.cm.tab20b.colors[2::4]
+    pastel = _colours("tab20")[1::2] + _colours("tab20b")[2::4]
     xs, ys, names = [], [], []
     for j, (family, rows) in enumerate(models.group_by("family", maintain_order=True)):
         rows = rows.filter(pl.col("params").is_not_null() & pl.col("tokens").is_not_null())
@@ -180,6 +183,12 @@ def _model_points(
         head = str(family[0]).split()[0].lower()
         names += [m if head in m.lower() else f"{family[0]} {m}" for m in rows["model"]]
     return handles, xs, ys, names
+
+
+def _colours(name: str) -> tuple[Any, ...]:
+    """The colours of matplotlib's qualitative colour map ``name``."""
+    colours: Any = cast(ListedColormap, matplotlib.colormaps[name]).colors
+    return tuple(colours)
 
 
 def _legends(fig: plt.Figure, ax: plt.Axes, law_handles: list[Any], fam_handles: list[Any]) -> None:

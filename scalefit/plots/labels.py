@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
+from ._style import renderer_of
+
 log = logging.getLogger(__name__)
 
 _ANGLES = (45, 135, 315, 225, 0, 180, 90, 270, 20, 160, 340, 200, 70, 110, 290, 250)
@@ -39,7 +41,7 @@ def place_labels(
     """
     fig = ax.figure
     fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    renderer = renderer_of(fig)
     pts = ax.transData.transform(np.column_stack([x, y]))
     half = marker_px / 2
     placer = _Placer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import matplotlib.pyplot as plt
 import polars as pl
@@ -47,8 +48,9 @@ def plot_observed_vs_predicted(points: pl.DataFrame, title: str, path: Path) -> 
             marker="D",
             label=f"{name}: held out",
         )
-    lo = float(min(points["observed"].min(), points["predicted"].min()))
-    hi = float(max(points["observed"].max(), points["predicted"].max()))
+    observed, predicted = points["observed"], points["predicted"]
+    lo = float(min(cast(float, observed.min()), cast(float, predicted.min())))
+    hi = float(max(cast(float, observed.max()), cast(float, predicted.max())))
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="predicted = observed")
     pad = 0.03 * (hi - lo)
     ax.set(

@@ -76,10 +76,10 @@ def _estimate_claims(study: Study, refit: fitting.LawFit) -> list[Claim]:
     claims = []
     for c in study.claims:
         q = c.get("quantity")
-        if q not in refit.estimates:
+        if not isinstance(q, str) or q not in refit.estimates:
             continue
         value = refit.estimates[q]
-        lo, hi = refit.ci.get(q, (None, None))
+        lo, hi = refit.ci[q] if q in refit.ci else (None, None)
         claims.append(
             Claim(
                 study=study.name,

@@ -224,7 +224,6 @@ def _held_out_claims(
     pred_loss = np.asarray(
         loss_fn(held["params"].to_numpy(), held["tokens"].to_numpy()), dtype=float
     )
-    common = {"study": corpus.study, "dataset": corpus.dataset, "method": method}
     claims = [
         Claim(
             claim="held-out C4-eval loss, over-training law on the default "
@@ -237,7 +236,9 @@ def _held_out_claims(
             paper=figures.get((row["run"], "loss")),
             form="overtraining",
             n_train=corpus.train.height,
-            **common,
+            study=corpus.study,
+            dataset=corpus.dataset,
+            method=method,
         )
         for row, p in zip(held.iter_rows(named=True), pred_loss, strict=True)
     ]
@@ -258,7 +259,9 @@ def _held_out_claims(
                 paper=figures.get((row["run"], "downstream_error")),
                 form="downstream_error",
                 n_train=corpus.ds_train.height,
-                **common,
+                study=corpus.study,
+                dataset=corpus.dataset,
+                method=method,
             )
         )
     return claims
