@@ -81,8 +81,8 @@ class PlanPoint:
     @property
     def saving_fraction(self) -> float | None:
         """``saving_flops / compute_optimal_total_flops``."""
-        s = self.saving_flops
-        return None if s is None else s / self.compute_optimal_total_flops
+        s, reference = self.saving_flops, self.compute_optimal_total_flops
+        return None if s is None or reference is None else s / reference
 
     def quantities(self) -> dict[str, float | None]:
         """The point's quantities by name (what ``--json`` prints, without ``ci``)."""
@@ -98,7 +98,9 @@ class PlanPoint:
             out.update(
                 inference_tokens=self.inference_tokens,
                 training_flops=self.training_flops,
-                inference_flops=2.0 * self.params * self.inference_tokens,
+                inference_flops=None
+                if self.inference_tokens is None
+                else 2.0 * self.params * self.inference_tokens,
                 total_flops=self.total_flops,
                 compute_optimal_total_flops=self.compute_optimal_total_flops,
                 saving_flops=self.saving_flops,
@@ -319,7 +321,7 @@ def plan_budget(
     value, samples = _law_and_samples(law, sample_laws)
     points = _point_estimates(value, flops, unique_tokens, inference_tokens, target_loss)
     if samples:
-        draws = []
+        draws: list[tuple[PlanPoint | None, ...]] = []
         for s in samples:
             try:
                 draws.append(

@@ -348,8 +348,8 @@ def _rows_to_write(spec: TableSpec, frame: pl.DataFrame, *, validate: bool) -> p
         and frame.select(pl.struct(spec.key).is_duplicated().any()).item()
     ):
         # No PRIMARY KEY would catch a key repeated within the frame.
-        first = frame.filter(pl.struct(spec.key).is_duplicated()).select(spec.key).row(0)
-        raise StoreError(f"rows for `{spec.name}` repeat the key {spec.key} = {first}")
+        key = frame.filter(pl.struct(spec.key).is_duplicated()).select(spec.key).row(0)
+        raise StoreError(f"rows for `{spec.name}` repeat the key {spec.key} = {key}")
     return frame
 
 
