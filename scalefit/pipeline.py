@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compare, fit_store, report, store, study_reports
+from . import compare, fit_store, report, store, study_reports, user_sql
 from . import fit as fitting
 from .errors import FitError
 from .load import curated, studies, upstream
@@ -113,10 +113,10 @@ def fit_projects(db_path: Path, where: str = "") -> list[str]:
     Each project is fitted on its own: runs of different projects (a paper's sweep, your
     model family) come from different data and tokenizers and need not share a law.
     """
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         # The predicate (a user's SQL) is checked and evaluated on the locked connection;
         # only the ids it selects are used from here on.
-        ids = store.run_ids_where(con, where)
+        ids = user_sql.run_ids_where(con, where)
         if ids is None:
             rows = store.run(con, "SELECT DISTINCT project FROM runs ORDER BY 1")
         else:
@@ -156,7 +156,7 @@ def fit_project(
     written in one transaction. Refitting unchanged data with unchanged settings writes
     nothing new (the fit id is derived from both).
     """
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         points = fit_store.select_points(con, where=where, project=project)
     try:
         result = fitting.fit_named(
@@ -205,7 +205,7 @@ def write_reports(db_path: Path, reports_dir: Path) -> report.ReportInfo:
     locked read-only connection."""
     with store.connect(db_path):
         pass
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         return report.write_reports(con, reports_dir)
 
 

@@ -15,10 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +26,7 @@ import pyarrow.parquet as pq
 import scalefit
 
 from . import compare, plots, store
+from ._files import atomic_path
 from .errors import ReportError
 from .laws import Law
 
@@ -71,24 +68,6 @@ class ReportInfo:
     """File name -> rows (Parquet) or bytes (plots)."""
     not_compared: dict[str, str] = field(default_factory=dict)
     """Law id -> why the law is not in ``comparisons`` and ``frontier`` (it cannot allocate)."""
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp makes the file private; a report is for everyone the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def frame_sha256(frame: pl.DataFrame) -> str:

@@ -22,10 +22,10 @@ from scalefit import fit as fitting
 from scalefit._names import LAW_NAMES as CLI_LAW_NAMES
 from scalefit.cli import app
 from scalefit.config import Settings
-from scalefit.load.curated import read_curated
 from scalefit.errors import AllocationUnavailableError, UnknownLawError
 from scalefit.laws import LAW_FORMS, REGISTRY, Law, LossLaw, law_from_parameters
 from scalefit.load import readers, upstream
+from scalefit.load.curated import read_curated
 from scalefit.schemas import vocabulary as vocab
 from scalefit.schemas.laws import LawParameterSchema, LawSchema
 from scalefit.schemas.upstream import UpstreamSnapshotSchema

@@ -151,14 +151,14 @@ def report(
     every law saved since the last refresh (e.g. by `scalefit fit --save`) and agrees with the
     frontier; the store itself is only read.
     """
-    from .. import store
+    from .. import store, user_sql
     from ..report import write_reports
 
     settings = read_settings(config, db=("--db", db), reports=("--out", out))
     db, out = settings.db, settings.reports
     with store.connect(db, create=False):
         pass  # brings an older store's tables up to date
-    with store.connect_locked(db) as con:
+    with user_sql.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
@@ -257,11 +257,11 @@ def sql(
     locked read-only connection: it cannot write, read other files, reach the network, load
     extensions or change settings; anything else is refused with the reason (see README).
     """
-    from .. import store
+    from .. import user_sql
 
     db = read_settings(config, db=("--db", db)).db
-    with store.connect_locked(db) as con:
-        result = store.user_query(con, query)
+    with user_sql.connect_locked(db) as con:
+        result = user_sql.user_query(con, query)
     print_frame(
         result.frame,
         format.value,

@@ -145,11 +145,11 @@ def fit_command(
         data = fit_store.read_points(input)
         record = fit_store.file_input(input)
     else:
-        from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
+        from .. import user_sql  # not imported for --input: pandera and DuckDB take ~0.2 s
 
         # --where is a user's SQL: checked, then evaluated on the locked read-only
         # connection; only the matching ids travel on (never the text).
-        with store.connect_locked(db_path) as con:
+        with user_sql.connect_locked(db_path) as con:
             data = fit_store.select_points(con, where=where, metric=metric)
         record = fit_store.store_input(data, predicate=where)
         if data.height == 0:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .._budgets import budget_groups
 from ..errors import FitError
 from ..laws import training_flops
 
@@ -193,16 +194,3 @@ def check_fittable(
                 f"all points have the same `{col}`: `{name}` cannot separate the "
                 f"{col} term from the others; add points at other {col} values"
             )
-
-
-def budget_groups(flops: np.ndarray, rtol: float) -> np.ndarray:
-    """Group index of each point: points whose FLOPs are within ``rtol`` of the smallest of
-    their group share a compute budget."""
-    order = np.argsort(flops)
-    groups = np.empty(flops.size, dtype=int)
-    g, lead = -1, -np.inf
-    for i in order:
-        if flops[i] > lead * (1 + rtol):
-            g, lead = g + 1, flops[i]
-        groups[i] = g
-    return groups
