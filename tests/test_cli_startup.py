@@ -166,3 +166,26 @@ def test_a_configured_server_is_used_and_none_is_started() -> None:
         env=env,
     )
     assert out.strip() == "True False"
+
+
+@pytest.mark.slow
+def test_the_server_started_early_is_the_one_prefect_uses(tmp_path: Path) -> None:
+    """Without a configured server, the server `scalefit refresh` starts before importing the
+    flow is the ephemeral server the flow run then talks to (one server, not two)."""
+    env = {**_ENV, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    code = (
+        "from scalefit.flows._env import start_ephemeral_server\n"
+        "started = start_ephemeral_server()\n"
+        "from prefect import flow\n"
+        "from prefect.context import get_run_context\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "started.wait()\n"
+        "@flow\n"
+        "def where():\n"
+        "    return str(get_run_context().client.api_url)\n"
+        "used = where()\n"
+        "print(used.rstrip('/') == SubprocessASGIServer().api_url, "
+        "len(SubprocessASGIServer._instances))\n"
+    )
+    assert _python(code, env=env).strip().splitlines()[-1] == "True 1"
