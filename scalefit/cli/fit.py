@@ -33,6 +33,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..fit import ExtrapolationScore, LawFit
 
 
 def register(app: typer.Typer) -> None:
@@ -150,7 +151,7 @@ def select_input(db_path: Path, where: str | None, metric: str | None) -> tuple[
 
 def run_fit(
     data: Any, law: str, form: str, *, delta: float, extrapolate: int, jobs: int, **settings: Any
-) -> tuple[Any, Any]:
+) -> tuple[LawFit, ExtrapolationScore | None]:
     """The fit (and the extrapolation score with ``extrapolate``). The fit's warnings are
     part of its result (printed with it, and in --json), so Python's warning display (file,
     line and source) is not shown; other warnings are printed as one line each."""
@@ -174,7 +175,7 @@ def run_fit(
     return result, score
 
 
-def save_result(settings: Settings, result: Any, record: dict, points: Any) -> None:
+def save_result(settings: Settings, result: LawFit, record: dict, points: Any) -> None:
     """Save the fit to the store and compare its law at once (so that `scalefit sql` and
     the reports agree); ``points`` are the store's points it was fitted to (None: a file)."""
     from .. import fit as fitting
@@ -187,7 +188,7 @@ def save_result(settings: Settings, result: Any, record: dict, points: Any) -> N
         refresh_comparisons(con)
 
 
-def print_fit(result: Any, score: Any, *, saved_in: Path | None) -> None:
+def print_fit(result: LawFit, score: ExtrapolationScore | None, *, saved_in: Path | None) -> None:
     """The fit as a table of estimates and intervals, then its summary lines."""
 
     def number(value: Any) -> float | None:  # as a Float64 column holds it
