@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,13 +32,6 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "scalefit-serve"
 """Name of the deployment ``scalefit serve`` registers (``prefect.yaml``'s is another)."""
-
-
-def has_prefect_server() -> bool:
-    """True when a Prefect API (server or Cloud) is configured."""
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
 def build_deployment(cron: str, timezone: str, config_path: Path | None) -> RunnerDeployment:

@@ -209,6 +209,12 @@ def write_reports(db_path: Path, reports_dir: Path) -> report.ReportInfo:
         return report.write_reports(con, reports_dir)
 
 
+def compare_and_report(db_path: Path, reports_dir: Path) -> tuple[int, report.ReportInfo]:
+    """:func:`refresh_comparisons`, then :func:`write_reports`: one step of the refresh (the
+    reports read the comparisons just written); returns both results."""
+    return refresh_comparisons(db_path), write_reports(db_path, reports_dir)
+
+
 def comparisons_table(db_path: Path, law_ids: tuple[str, ...] | None = None) -> list[dict]:
     """The comparisons as rows of plain values, for a Prefect table artifact."""
     with store.connect(db_path, read_only=True) as con:
