@@ -40,13 +40,18 @@ def _gram(c: Array, G: Array) -> Array:
     return (c[:, :, None] * G).transpose(0, 2, 1) @ G
 
 
+# Multiply-adds below which one product is left whole: OpenBLAS runs products this small
+# on the calling thread, and one call costs less than a stack of them.
+_SMALL_PRODUCT = 65536
+
+
 def _matmul(a: Array, b: Array, rows: int = 8) -> Array:
     """``a @ b`` as a stack of ``rows``-row products. One large product lets OpenBLAS
     spread it over threads, which on a shared machine waits on busy cores (measured 10-20x
     slower under load); products this small always run on the calling thread."""
     s = a.shape[0]
     head = s - s % rows
-    if head == 0:
+    if head == 0 or s * a.shape[1] * b.shape[1] <= _SMALL_PRODUCT:
         return a @ b
     out = np.empty((s, b.shape[1]))
     out[:head] = (a[:head].reshape(head // rows, rows, a.shape[1]) @ b).reshape(head, -1)
