@@ -31,6 +31,7 @@ from ._blocks import DEFAULT_BUDGET, Array, huber
 from .driver import BatchResult, driver_chunk, minimize_batch, minimize_chunked
 from .generic import GenericModel, HuberObjective, _huber_loss_and_grad
 from .lse import LSEAffineModel
+from .resample import bootstrap_weight_blocks, weight_block_rows
 
 MEMORY_BUDGET: int = DEFAULT_BUDGET
 """Bytes of work memory one evaluation of the objective may hold (default 256 MB): scratch
@@ -49,8 +50,10 @@ __all__ = [
     "HuberObjective",
     "LSEAffineModel",
     "_huber_loss_and_grad",
+    "bootstrap_weight_blocks",
     "driver_chunk",
     "huber",
     "minimize_batch",
     "minimize_chunked",
+    "weight_block_rows",
 ]
