@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .._counts import parse_count as _parse_count
-from ..schemas.vocabulary import LOG_FORMATS
+from ..schemas.vocabulary import LOG_FORMATS, SCHEDULES
 from . import app
 from ._common import (
     ConfigOption,
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 LogFormat = StrEnum("LogFormat", {f: f for f in LOG_FORMATS})
 """The choices of ``--format``: the vocabulary's log formats."""
+
+Schedule = StrEnum("Schedule", {s: s for s in SCHEDULES})
+"""The choices of ``--schedule``: the vocabulary's learning-rate schedules."""
 
 
 def parse_count(text: str | None) -> float | None:
@@ -57,8 +60,8 @@ _HELP = (
     "(run_id, step, tokens, flops, loss columns such as loss, train_loss, eval_loss, and "
     "optional params, project, unique_tokens, tokens_per_step); Hugging Face "
     "trainer_state.json; W&B CSV exports (run history, or chart export). Run metadata may "
-    "sit in run.json or run.yaml beside the logs; --project, --params and --tokens-per-step "
-    "fill in what the files do not say."
+    "sit in run.json or run.yaml beside the logs; --project, --params, --tokens-per-step and "
+    "--schedule fill in what the files do not say."
     "\n\n"
     "Unchanged files are skipped, grown logs add only their new rows, a changed file "
     "replaces its rows; every file is one transaction. Rejected rows go to the quarantine "
@@ -99,6 +102,16 @@ def ingest(
             help="Tokens per optimizer step (batch size x sequence length), so that "
             "tokens = step x this, for runs that do not log tokens.",
             show_default="none",
+        ),
+    ] = None,
+    schedule: Annotated[
+        Schedule | None,
+        typer.Option(
+            "--schedule",
+            help="Learning-rate schedule of runs whose file and run.json do not declare one "
+            "(constant, wsd, cosine): intermediate checkpoints of a cosine run are biased "
+            "estimates of a shorter run's final loss.",
+            show_default="unknown",
         ),
     ] = None,
     format: Annotated[
@@ -160,6 +173,7 @@ def ingest(
             tokens_per_step=count_tps,
             fmt=format.value if format else None,
             progress=progress,
+            schedule=schedule.value if schedule else None,
         )
 
     _print_report(report)

@@ -43,12 +43,18 @@ class _Runs:
         project: str | None,
         params: float | None,
         tokens_per_step: float | None,
+        schedule: str | None = None,
         ingest_id: str,
         careful: bool = True,
     ) -> None:
         self.meta = meta
         self.file_meta = source.meta
-        self.flags = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+        self.flags = {
+            "project": project,
+            "params": params,
+            "tokens_per_step": tokens_per_step,
+            "schedule": schedule,
+        }
         self.ingest_id = ingest_id
         self.good: dict[str, dict] = {}
         self.bad: dict[str, str] = {}
@@ -58,7 +64,14 @@ class _Runs:
         self.streamed = source.has_run_columns and not careful
         # What `runs` holds, read once: the chunks' statements then run in the writer thread
         # (:class:`_Writer`), and this transaction writes `runs` only after the last chunk.
-        names = ("project", "params", "params_method", "tokens_per_step", "unique_tokens")
+        names = (
+            "project",
+            "params",
+            "params_method",
+            "tokens_per_step",
+            "unique_tokens",
+            "schedule",
+        )
         self.existing: dict[str, dict] = {
             row[0]: dict(zip(names, row[1:], strict=True))
             for row in store.run(con, f"SELECT run_id, {', '.join(names)} FROM runs")
@@ -201,7 +214,8 @@ class _Runs:
         settings = {
             k: v
             for k, v in {**self.file_meta, **side}.items()
-            if k not in ("runs", "params", "project", "tokens_per_step", "unique_tokens")
+            if k
+            not in ("runs", "params", "project", "tokens_per_step", "unique_tokens", "schedule")
         }
         if self.meta.model_config:
             settings["model_config"] = self.meta.model_config
@@ -214,6 +228,7 @@ class _Runs:
             "flops": flops,
             "unique_tokens": pick("unique_tokens"),
             "tokens_per_step": pick("tokens_per_step"),
+            "schedule": pick("schedule"),
             "config": json.dumps(settings, default=str, sort_keys=True),
             "ingest_id": self.ingest_id,
         }

@@ -66,6 +66,7 @@ import polars as pl
 
 from .. import store
 from ..errors import DatabaseBusyError, IngestError, ScalefitError, UnknownFormatError
+from ..schemas.vocabulary import SCHEDULES
 from .info import LoadInfo, Previous, Scan, decide, failed_unchanged, now, started
 from .log_meta import (
     DEFAULT_PROJECT,
@@ -95,9 +96,16 @@ so the limit costs no speed (measured at 10M rows). A careful pass over a big fi
 :func:`_write`) spills its stage to DuckDB's temporary directory beyond it."""
 
 
-def _check_options(fmt: str | None, params: float | None, tokens_per_step: float | None) -> None:
+def _check_options(
+    fmt: str | None,
+    params: float | None,
+    tokens_per_step: float | None,
+    schedule: str | None = None,
+) -> None:
     if fmt is not None and fmt not in FORMATS:
         raise UnknownFormatError(f"`fmt` must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     for name, value in (("params", params), ("tokens_per_step", tokens_per_step)):
         if value is not None and not (value > 0 and value != float("inf")):
             raise ValueError(f"`{name}` must be a positive finite number, not {value!r}")
@@ -374,6 +382,7 @@ def ingest_file(
     tokens_per_step: float | None = None,
     fmt: str | None = None,
     progress: Callable[[int], None] | None = None,
+    schedule: str | None = None,
 ) -> LoadInfo:
     """Ingest one log file in one transaction; return what was done.
 
@@ -383,10 +392,10 @@ def ingest_file(
         An open store connection, or the DuckDB file to open (for this file only).
     path
         The log file.
-    project, params, tokens_per_step
+    project, params, tokens_per_step, schedule
         Defaults for runs whose file and sidecar do not say (see the module docstring).
-        Default None: ``project`` is then ``default``, and a run without a parameter count
-        is rejected to ``quarantine``.
+        Default None: ``project`` is then ``default``, a run without a parameter count
+        is rejected to ``quarantine``, and a run's ``schedule`` stays unknown (null).
     fmt
         Force a format (one of :data:`scalefit.load.readers.FORMATS`); default None: detect.
     progress
@@ -404,7 +413,7 @@ def ingest_file(
     ValueError
         An argument is invalid.
     """
-    _check_options(fmt, params, tokens_per_step)
+    _check_options(fmt, params, tokens_per_step, schedule)
     path = Path(path).resolve()
     info = started("logs", str(path), format=fmt)
     try:
@@ -414,6 +423,8 @@ def ingest_file(
     except (ScalefitError, OSError) as exc:
         return _record_failure(db, info, exc)
     options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    if schedule is not None:  # so that files ingested before `schedule` existed stay unchanged
+        options["schedule"] = schedule
     info = dataclasses.replace(info, settings_sha256=_settings_sha(fmt, meta, **options))
     with _connection(db) as con:
         # DuckDB draws its own progress bar on stdout for long statements; ours is enough.
@@ -464,6 +475,7 @@ def ingest_paths(
     tokens_per_step: float | None = None,
     fmt: str | None = None,
     progress: ProgressCallback | None = None,
+    schedule: str | None = None,
 ) -> IngestReport:
     """Ingest files and folders of logs, one file (and one short connection) at a time.
 
@@ -474,7 +486,7 @@ def ingest_paths(
         connection.
     paths
         Files and folders; folders are walked (see :func:`discover`).
-    project, params, tokens_per_step, fmt
+    project, params, tokens_per_step, fmt, schedule
         As for :func:`ingest_file`, applied to every file.
     progress
         Called with an :class:`IngestProgress` after each chunk and each file.
@@ -500,9 +512,14 @@ def ingest_paths(
     >>> report[0].status, report[0].rows_ok
     ('ok', 1)
     """
-    _check_options(fmt, params, tokens_per_step)
+    _check_options(fmt, params, tokens_per_step, schedule)
     files, skipped = discover(paths)
-    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    options = {
+        "project": project,
+        "params": params,
+        "tokens_per_step": tokens_per_step,
+        "schedule": schedule,
+    }
     infos = [
         _ingest_one(db, path, i, len(files), progress, fmt=fmt, **options)
         for i, path in enumerate(files)
