@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from scalefit import pipeline, store
 from scalefit.cli import app
-from scalefit.schemas import PROCEDURES, TABLES
 from scalefit.load.validate import validate_frame
+from scalefit.schemas import PROCEDURES, TABLES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "store_v0_1.duckdb.gz"
 

@@ -1,7 +1,8 @@
 """Readers of training logs: each turns one file into chunks of a normalised wide frame.
 
 A chunk has one row per row of the file: ``__row_number`` (1-based data row, header
-excluded), ``run_id``, ``step``, optional ``tokens``/``flops``, optional run-level columns
+excluded), ``run_id``, ``step``, optional ``tokens``/``flops``/``tokens_seen`` (Hugging
+Face's ``num_input_tokens_seen``), optional run-level columns
 (``params``, ``project``, ``unique_tokens``, ``tokens_per_step``) and one column per metric,
 named as stored in ``observations.metric``. Values are kept as read (text for CSV) so that
 :func:`scalefit.load.validate.validate_frame` can say what is wrong with a cell. Reading is
@@ -31,7 +32,7 @@ LINE_FORMATS = LINE_LOG_FORMATS
 CHUNK_ROWS = 500_000
 """Rows per chunk: bounds memory on large files."""
 
-RUN_COLUMNS = ("project", "params", "unique_tokens", "tokens_per_step")
+RUN_COLUMNS = ("project", "params", "unique_tokens", "tokens_per_step", "schedule")
 """Run-level columns a long table may repeat on every row (constant per run)."""
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -39,12 +40,16 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     # not optimizer steps, so the trainer's own step wins when both are present).
     "run_id": ("run_id", "run", "name", "run_name"),
     "step": ("step", "train/global_step", "global_step", "trainer/global_step", "_step"),
-    "tokens": ("tokens", "num_input_tokens_seen", "train/num_input_tokens_seen"),
+    "tokens": ("tokens",),
+    # HF Trainer's counter (W&B: `train/num_input_tokens_seen`): used where neither `tokens`
+    # nor steps x tokens_per_step gives the tokens (scalefit.load.log_rows.TOKEN_SOURCES).
+    "tokens_seen": ("num_input_tokens_seen", "train/num_input_tokens_seen"),
     "flops": ("flops",),
     "project": ("project",),
     "params": ("params",),
     "unique_tokens": ("unique_tokens",),
     "tokens_per_step": ("tokens_per_step",),
+    "schedule": ("schedule",),
 }
 _WANDB_WIDE = re.compile(r"^(?P<run>.+) - (?P<metric>.+?)(?P<agg>__MIN|__MAX)?$")
 _WANDB_MARKERS = ("_step", "_runtime", "_timestamp")
@@ -459,7 +464,7 @@ def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
             if key == "step":
                 rec["step"] = value
             elif key == "num_input_tokens_seen":
-                rec["tokens"] = value
+                rec["tokens_seen"] = value
             elif key == "loss":
                 rec["train_loss"] = value
             elif is_metric(key):
@@ -468,7 +473,7 @@ def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
             records.append(rec)
             rows.append(i)
     frame = _frame_from_records(records, rows)
-    metrics = [c for c in frame.columns if c not in (ROW, "step", "tokens")]
+    metrics = [c for c in frame.columns if c not in (ROW, "step", "tokens_seen")]
     if "step" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.String).alias("step"))
     frame = _with_run_id(frame, run_id)
