@@ -33,6 +33,7 @@ from ingest_files import loss_curve, rows
 from typer.testing import CliRunner
 
 from scalefit.cli import app
+from scalefit.load import readers
 
 TOKENS_PER_ITER = 40 * 12 * 1024
 """nanoGPT's default ``gradient_accumulation_steps * batch_size * block_size``."""
@@ -176,3 +177,229 @@ def test_a_trainer_state_declares_no_schedule(tmp_path: Path, db_path: Path) -> 
     code, out = ingest(db_path, str(tmp_path / "run"))
     assert code == 0, out
     assert rows(db_path, "SELECT schedule FROM runs") == [(None,)]
+
+
+# ---------------------------------------------------------------- W&B history exports
+
+
+def _pandas_cell(value: object) -> str:
+    """A cell as ``DataFrame.to_csv`` writes it: missing empty, floats by ``repr``."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write_history_csv(path: Path, logged: list[dict]) -> Path:
+    """``run.history()`` of the W&B calls ``logged`` (one dict per ``wandb.log``), written with
+    ``to_csv()``: the index first (empty header), ``_runtime``/``_step``/``_timestamp``
+    added by W&B, columns sorted, and a column with a missing cell written as floats."""
+    history = [
+        {"_runtime": 1.25 * i, "_step": i, "_timestamp": 1.7e9 + 1.25 * i, **entry}
+        for i, entry in enumerate(logged)
+    ]
+    columns = sorted({k for row in history for k in row})
+    floats = {c for c in columns if any(c not in row for row in history)}
+    lines = ["," + ",".join(columns)]
+    for i, row in enumerate(history):
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if c in floats and isinstance(value, int):
+                value = float(value)
+            cells.append(_pandas_cell(value))
+        lines.append(f"{i}," + ",".join(cells))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def hf_wandb_logs(steps: int = 300, eval_every: int = 100) -> list[dict]:
+    """What ``WandbCallback.on_log`` logs for a Trainer run: train and eval entries with
+    ``train/global_step`` (and ``train/num_input_tokens_seen``)."""
+    logged: list[dict] = []
+    for step in range(10, steps + 1, 10):
+        logged.append(
+            {
+                "train/epoch": step / steps,
+                "train/global_step": step,
+                "train/grad_norm": 1.0 / math.sqrt(step),
+                "train/learning_rate": 3e-4,
+                "train/loss": loss_curve(step, 2e7, 2048),
+                "train/num_input_tokens_seen": step * 2048,
+            }
+        )
+        if step % eval_every == 0:
+            logged.append(
+                {
+                    "eval/loss": loss_curve(step, 2e7, 2048) + 0.03,
+                    "eval/runtime": 2.5,
+                    "eval/samples_per_second": 100.0,
+                    "eval/steps_per_second": 12.5,
+                    "train/epoch": step / steps,
+                    "train/global_step": step,
+                    "train/num_input_tokens_seen": step * 2048,
+                }
+            )
+    return logged
+
+
+def test_a_wandb_history_export_of_a_trainer_run(tmp_path: Path, db_path: Path) -> None:
+    folder = tmp_path / "wandb-hf"
+    write_history_csv(folder / "history.csv", hf_wandb_logs())
+    (folder / "run.json").write_text(json.dumps({"params": "20M", "schedule": "wsd"}))
+    code, out = ingest(db_path, str(folder))
+    assert code == 0, out
+    no_quarantine(db_path)
+    assert rows(db_path, "SELECT run_id, params, tokens, schedule FROM runs") == [
+        ("wandb-hf", 2e7, 300 * 2048.0, "wsd")
+    ]
+    got = rows(
+        db_path, "SELECT metric, count(*), min(step), max(step) FROM observations GROUP BY 1"
+    )
+    assert sorted(got) == [("eval_loss", 3, 100, 300), ("train_loss", 30, 10, 300)]
+    # the trainer's step, not W&B's `_step` (which counts log calls)
+    assert rows(
+        db_path, "SELECT count(*) FROM observations WHERE tokens IS DISTINCT FROM step * 2048"
+    ) == [(0,)]
+
+
+def nanogpt_wandb_logs(max_iters: int = 2000, eval_interval: int = 250) -> list[dict]:
+    """nanoGPT's ``wandb.log`` at each evaluation, iter 0 included (``mfu`` is -100 until
+    it is first measured)."""
+    return [
+        {
+            "iter": it,
+            "lr": 6e-4,
+            "mfu": -100.0 if it == 0 else 31.5,
+            "train/loss": loss_curve(it, 8.5e7, TOKENS_PER_ITER),
+            "val/loss": loss_curve(it, 8.5e7, TOKENS_PER_ITER) + 0.02,
+        }
+        for it in range(0, max_iters + 1, eval_interval)
+    ]
+
+
+def test_a_wandb_history_export_of_a_nanogpt_run(tmp_path: Path, db_path: Path) -> None:
+    """nanoGPT logs its iteration as `iter`: that is the step (W&B's `_step` counts the
+    evaluations), and tokens are iter x tokens per iteration, 0 at iter 0."""
+    folder = tmp_path / "shakespeare-char"
+    write_history_csv(folder / "history.csv", nanogpt_wandb_logs())
+    (folder / "run.json").write_text(
+        json.dumps({"n_layer": 12, "n_embd": 768, "schedule": "cosine"})
+    )
+    code, out = ingest(db_path, str(folder), "--tokens-per-step", str(TOKENS_PER_ITER))
+    assert code == 0, out
+    no_quarantine(db_path)
+    got = rows(db_path, "SELECT metric, step, tokens FROM observations ORDER BY metric, step")
+    iters = range(0, 2001, 250)
+    assert got == [("train_loss", i, i * float(TOKENS_PER_ITER)) for i in iters] + [
+        ("val_loss", i, i * float(TOKENS_PER_ITER)) for i in iters
+    ]
+    assert rows(db_path, "SELECT params_method, schedule, tokens_per_step FROM runs") == [
+        ("config_12ld2", "cosine", float(TOKENS_PER_ITER))
+    ]
+
+
+# ---------------------------------------------------------------- nanoGPT-style JSON Lines
+
+
+def write_nanogpt_jsonl(path: Path, *, max_iters: int, eval_interval: int, log_interval: int):
+    """A nanoGPT ``train.py`` that writes what it prints as JSON Lines: an evaluation line
+    (``train_loss``, ``val_loss``) every ``eval_interval`` iterations from iter 0, and the
+    iteration's loss every ``log_interval``."""
+    lines = []
+    for it in range(0, max_iters + 1):
+        if it % eval_interval == 0:
+            loss = loss_curve(it, 8.5e7, TOKENS_PER_ITER)
+            lines.append({"iter": it, "train_loss": loss, "val_loss": loss + 0.02, "lr": 6e-4})
+        if it % log_interval == 0:
+            lines.append(
+                {"iter": it, "loss": loss_curve(it, 8.5e7, TOKENS_PER_ITER) + 0.1, "mfu": 30.0}
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_nanogpt_jsonl_sweep_with_per_run_schedules(tmp_path: Path, db_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for name in ("small", "medium"):
+        write_nanogpt_jsonl(
+            sweep / name / "log.jsonl", max_iters=600, eval_interval=200, log_interval=100
+        )
+    (sweep / "small" / "run.json").write_text(json.dumps({"params": "85M"}))
+    (sweep / "medium" / "run.json").write_text(
+        json.dumps({"params": "350M", "runs": {"medium": {"schedule": "constant"}}})
+    )
+    args = ["--tokens-per-step", "491.52K", "--schedule", "cosine", "--project", "sweep"]
+    code, out = ingest(db_path, str(sweep), *args)
+    assert code == 0, out
+    no_quarantine(db_path)
+    assert rows(db_path, "SELECT run_id, params, schedule, project FROM runs ORDER BY 1") == [
+        ("medium", 3.5e8, "constant", "sweep"),
+        ("small", 8.5e7, "cosine", "sweep"),
+    ]
+    got = rows(
+        db_path,
+        "SELECT metric, list(step ORDER BY step), bool_and(tokens = step * ?) FROM observations "
+        "WHERE run_id = 'small' GROUP BY 1 ORDER BY 1",
+        [TOKENS_PER_ITER],
+    )
+    assert got == [
+        ("loss", list(range(0, 601, 100)), True),
+        ("train_loss", [0, 200, 400, 600], True),
+        ("val_loss", [0, 200, 400, 600], True),
+    ]
+
+
+def test_an_older_trainer_wandb_export_with_its_summary_row(tmp_path: Path, db_path: Path) -> None:
+    """Before transformers#29612 the run-average `train/train_loss` (with `train_runtime`,
+    `total_flos`...) was logged to the history at the last step: it is no measurement and is
+    left out. A row a user's callback logged without `train/global_step` turns that column
+    into floats (`10.0`) in the export, which still reads as step 10."""
+    logged = [
+        *hf_wandb_logs(steps=100, eval_every=50),
+        {
+            "train/global_step": 100,
+            "train/total_flos": 1.2e15,
+            "train/train_loss": 4.9,
+            "train/train_runtime": 61.0,
+            "train/train_samples_per_second": 13.1,
+        },
+        {"custom/throughput": 812.5},
+    ]
+    path = write_history_csv(tmp_path / "old-hf.csv", logged)
+    assert ",10.0," in path.read_text()  # the float steps the test is about
+    code, out = ingest(db_path, str(path), "--params", "20M")
+    assert code == 0, out
+    no_quarantine(db_path)
+    metrics = rows(db_path, "SELECT metric, count(*) FROM observations GROUP BY 1 ORDER BY 1")
+    assert metrics == [("eval_loss", 2), ("train_loss", 10)]
+    assert rows(
+        db_path, "SELECT value FROM observations WHERE metric = 'train_loss' AND step = 100"
+    ) == [(loss_curve(100, 2e7, 2048),)]
+    source = readers.open_source(path, "wandb", run_id="old-hf")
+    assert "train/train_loss" in source.ignored and "train_train_loss" not in source.metrics
+
+
+def test_a_log_without_a_step_says_every_row_was_rejected(tmp_path: Path, db_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"it": 0, "loss": 3.0}\n{"it": 1, "loss": 2.5}\n')
+    code, out = ingest(db_path, str(log), "--params", "1M")
+    assert code == 2, out
+    assert rows(db_path, "SELECT reason FROM quarantine") == [("`step` is missing",)] * 2
+    note = rows(db_path, "SELECT message FROM ingests")[0][0]
+    assert "every row rejected" in note and "no data rows" not in note
+
+
+def test_the_schedule_is_checked(tmp_path: Path, db_path: Path) -> None:
+    """A schedule outside the vocabulary in run.json rejects the run's rows, saying why; on
+    the command line it is a usage error."""
+    folder = tmp_path / "r"
+    write_nanogpt_jsonl(folder / "log.jsonl", max_iters=10, eval_interval=5, log_interval=5)
+    (folder / "run.json").write_text(json.dumps({"params": 1e6, "schedule": "linear"}))
+    code, out = ingest(db_path, str(folder))
+    assert code == 2, out
+    reasons = {r for (r,) in rows(db_path, "SELECT reason FROM quarantine")}
+    assert len(reasons) == 1 and "schedule" in reasons.pop()
+    code, out = ingest(db_path, str(folder), "--schedule", "linear")
+    assert code == 2 and "--schedule" in out

@@ -150,6 +150,7 @@ def _message(
     meta: _Metadata,
     rejected_runs: dict[str, str],
     warnings: Sequence[str],
+    rows_rejected: int = 0,
 ) -> str:
     words = {
         "new": "read",
@@ -162,6 +163,9 @@ def _message(
             f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else ""
         )
         parts.append(f"runs: {shown}")
+    elif rows_rejected and not rejected_runs:
+        # Not "no data rows": every row was read and rejected, each with its reason.
+        parts.append("every row rejected (reasons in `quarantine`)")
     elif not rejected_runs:
         parts.append("no data rows")
     if rejected_runs:
@@ -298,7 +302,9 @@ def _one_pass(
         rows_ok=rows_ok,
         rows_rejected=counts.rows_rejected,
         status="rejected_rows" if counts.rows_rejected else "ok",
-        message=_message(plan.mode, source, run_ids, meta, runs.bad, warnings),
+        message=_message(
+            plan.mode, source, run_ids, meta, runs.bad, warnings, counts.rows_rejected
+        ),
         mode=plan.mode,
         runs=run_ids,
         warnings=warnings,

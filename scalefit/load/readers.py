@@ -37,9 +37,19 @@ RUN_COLUMNS = ("project", "params", "unique_tokens", "tokens_per_step", "schedul
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     # canonical name: accepted headers, most specific first (W&B's `_step` counts log calls,
-    # not optimizer steps, so the trainer's own step wins when both are present).
+    # not optimizer steps, so the trainer's own step wins when both are present: HF's
+    # `train/global_step`, nanoGPT's `iter`).
     "run_id": ("run_id", "run", "name", "run_name"),
-    "step": ("step", "train/global_step", "global_step", "trainer/global_step", "_step"),
+    "step": (
+        "step",
+        "train/global_step",
+        "global_step",
+        "trainer/global_step",
+        "iter",
+        "iter_num",
+        "iteration",
+        "_step",
+    ),
     "tokens": ("tokens",),
     # HF Trainer's counter (W&B: `train/num_input_tokens_seen`): used where neither `tokens`
     # nor steps x tokens_per_step gives the tokens (scalefit.load.log_rows.TOKEN_SOURCES).
@@ -51,6 +61,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "tokens_per_step": ("tokens_per_step",),
     "schedule": ("schedule",),
 }
+_SUMMARIES = frozenset({"train/train_loss"})
+"""Headers that look like a loss but are no measurement at a step: the run-average training
+loss HF's W&B callback logged (as ``train/train_loss``, at the last step) before it moved
+it to the run summary (huggingface/transformers#29612, March 2024)."""
 _WANDB_WIDE = re.compile(r"^(?P<run>.+) - (?P<metric>.+?)(?P<agg>__MIN|__MAX)?$")
 _WANDB_MARKERS = ("_step", "_runtime", "_timestamp")
 
@@ -165,7 +179,7 @@ def _mapping(headers: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
     for h in headers:
         if h in rename:
             continue
-        if is_metric(h) and metric_name(h) not in rename.values():
+        if is_metric(h) and metric_name(h) not in rename.values() and h not in _SUMMARIES:
             name = metric_name(h)
             if name in metrics:
                 ignored.append(h)
