@@ -403,3 +403,53 @@ def test_the_schedule_is_checked(tmp_path: Path, db_path: Path) -> None:
     assert len(reasons) == 1 and "schedule" in reasons.pop()
     code, out = ingest(db_path, str(folder), "--schedule", "linear")
     assert code == 2 and "--schedule" in out
+
+
+# ---------------------------------------------------------------- where tokens come from
+
+
+def test_token_sources_in_their_order(tmp_path: Path, db_path: Path) -> None:
+    """`tokens`, else step x tokens_per_step, else HF's `num_input_tokens_seen`, row by row
+    (scalefit.load.log_rows.TOKEN_SOURCES)."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "log.csv").write_text(
+        "run_id,step,tokens,num_input_tokens_seen,loss\n"
+        "given,0,0,0,9.0\n"
+        "given,10,777,500,4.0\n"  # a tokens column wins over both
+        "given,20,,1000,3.5\n"  # ...and where it is empty, step x 40 wins over the counter
+        "counted,0,,0,9.0\n"
+        "counted,10,,500,4.0\n"  # no tokens_per_step: the counter
+        "bare,10,,,4.0\n"  # nothing: no tokens
+    )
+    (folder / "run.json").write_text(
+        json.dumps({"params": 1e6, "runs": {"given": {"tokens_per_step": 40}}})
+    )
+    code, out = ingest(db_path, str(folder))
+    assert code == 0, out  # the bare run is stored, with a warning
+    assert "run `bare` has no token information" in out.replace("\n", " ")
+    assert rows(db_path, "SELECT run_id, step, tokens FROM observations ORDER BY 1, 2") == [
+        ("bare", 10, None),
+        ("counted", 0, 0.0),
+        ("counted", 10, 500.0),
+        ("given", 0, 0.0),
+        ("given", 10, 777.0),
+        ("given", 20, 800.0),
+    ]
+    assert rows(db_path, "SELECT run_id, tokens FROM runs ORDER BY 1") == [
+        ("bare", None),
+        ("counted", 500.0),
+        ("given", 800.0),
+    ]
+
+
+def test_a_declared_tokens_per_step_wins_over_the_trainer_counter(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """HF counts every input id, padding included: a declared tokens per step is preferred."""
+    write_trainer_state(tmp_path / "padded")
+    code, out = ingest(db_path, str(tmp_path / "padded"), "--tokens-per-step", "3000")
+    assert code == 0, out
+    assert rows(db_path, "SELECT count(*), bool_and(tokens = step * 3000) FROM observations") == [
+        (13, True)
+    ]

@@ -100,7 +100,8 @@ def ingest(
         typer.Option(
             "--tokens-per-step",
             help="Tokens per optimizer step (batch size x sequence length), so that "
-            "tokens = step x this, for runs that do not log tokens.",
+            "tokens = step x this, for runs that do not log `tokens` (preferred to HF's "
+            "num_input_tokens_seen, which counts padding).",
             show_default="none",
         ),
     ] = None,

@@ -211,14 +211,6 @@ class _Runs:
                 f"run `{run_id}` has no parameter count: pass `--params N`, add {where}, "
                 "add a `params` column, or give `n_layer` and `d_model` in run.json"
             )
-        settings = {
-            k: v
-            for k, v in {**self.file_meta, **side}.items()
-            if k
-            not in ("runs", "params", "project", "tokens_per_step", "unique_tokens", "schedule")
-        }
-        if self.meta.model_config:
-            settings["model_config"] = self.meta.model_config
         flops = side.get("flops", self.file_meta.get("flops"))
         row = {
             "run_id": run_id,
@@ -229,7 +221,19 @@ class _Runs:
             "unique_tokens": pick("unique_tokens"),
             "tokens_per_step": pick("tokens_per_step"),
             "schedule": pick("schedule"),
-            "config": json.dumps(settings, default=str, sort_keys=True),
+            "config": self._config(side),
             "ingest_id": self.ingest_id,
         }
         return {k: None if v is None else str(v) for k, v in row.items()}, None
+
+    def _config(self, side: dict) -> str:
+        """``runs.config``: the file's and the sidecar's settings that have no column of
+        their own, and the Trainer's model config."""
+        settings = {
+            k: v
+            for k, v in {**self.file_meta, **side}.items()
+            if k != "runs" and k not in RUN_COLUMNS
+        }
+        if self.meta.model_config:
+            settings["model_config"] = self.meta.model_config
+        return json.dumps(settings, default=str, sort_keys=True)

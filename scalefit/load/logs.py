@@ -9,7 +9,7 @@ Formats (detected from the name and first line; see :data:`scalefit.load.readers
 - ``csv``, ``jsonl``, ``parquet``: a long table with ``run_id``, ``step``, optional ``tokens``
   and ``flops``, one or more loss columns (``loss``, ``train_loss``, ``eval_loss``, any name
   ending in ``loss``) and optional run-level columns ``project``, ``params``,
-  ``unique_tokens``, ``tokens_per_step`` (constant per run).
+  ``unique_tokens``, ``tokens_per_step``, ``schedule`` (constant per run).
 - ``trainer_state``: a Hugging Face Trainer ``trainer_state.json``.
 - ``wandb``: a W&B run-history CSV export (``_step``, ``train/loss``…) or a chart export
   (``Step``, ``<run> - <metric>``, ``… __MIN``, ``… __MAX``).
@@ -27,10 +27,11 @@ Run metadata (first found wins): the file's own columns, then a sidecar ``run.js
 ``run.yaml`` beside the file (a ``runs: {run_id: {...}}`` section for per-run values), then
 ``params`` derived from ``n_layer``/``d_model`` in that sidecar or in a Trainer's
 ``config.json`` (``12 n_layer d_model^2``, ``params_method = 'config_12ld2'``), then the
-``project``/``params``/``tokens_per_step`` arguments, then what ``runs`` already holds for the
-run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0). Counts
-(``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line takes
-them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
+``project``/``params``/``tokens_per_step``/``schedule`` arguments, then what ``runs`` already
+holds for the run. A row's ``tokens``: its own, else ``step * tokens_per_step`` (0 at step 0),
+else Hugging Face's ``num_input_tokens_seen`` (:data:`scalefit.load.log_rows.TOKEN_SOURCES`).
+Counts (``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line
+takes them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
 token count is stored with a warning (:attr:`IngestInfo.warnings`): it cannot be fitted.
 
 Re-ingesting
