@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 LogFormat = StrEnum("LogFormat", {f: f for f in LOG_FORMATS})
 """The choices of ``--format``: the vocabulary's log formats."""
 
-Schedule = StrEnum("Schedule", {s: s for s in SCHEDULES})
+Schedule = StrEnum("Schedule", {s: s for s in SCHEDULES})  # type: ignore[misc]
 """The choices of ``--schedule``: the vocabulary's learning-rate schedules."""
 
 
