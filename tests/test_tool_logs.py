@@ -29,7 +29,7 @@ import json
 import math
 from pathlib import Path
 
-from ingest_files import loss_curve, rows
+from ingest_files import loss_curve, rows, snapshot
 from typer.testing import CliRunner
 
 from scalefit.cli import app
@@ -169,6 +169,17 @@ def test_a_trainer_state_ingests_with_its_token_counter(tmp_path: Path, db_path:
     assert final == [(round(loss_curve(200, 3.1e6, 4096), 4),)]
     config = json.loads(rows(db_path, "SELECT config FROM runs")[0][0])
     assert "lr_scheduler_type" not in config and config["train_batch_size"] == 8
+    # the same command again writes nothing; another schedule re-reads the file
+    before = snapshot(db_path)
+    code, out = ingest(db_path, str(tmp_path / "gpt2-tiny"), "--schedule", "cosine")
+    assert code == 0 and "unchanged" in out, out
+    assert {t: v for t, v in snapshot(db_path).items() if t != "ingests"} == {
+        t: v for t, v in before.items() if t != "ingests"
+    }
+    code, out = ingest(db_path, str(tmp_path / "gpt2-tiny"), "--schedule", "wsd")
+    assert code == 0, out
+    assert rows(db_path, "SELECT schedule FROM runs") == [("wsd",)]
+    assert rows(db_path, "SELECT count(*) FROM observations") == [(13,)]
 
 
 def test_a_trainer_state_declares_no_schedule(tmp_path: Path, db_path: Path) -> None:
@@ -257,6 +268,8 @@ def test_a_wandb_history_export_of_a_trainer_run(tmp_path: Path, db_path: Path) 
         db_path, "SELECT metric, count(*), min(step), max(step) FROM observations GROUP BY 1"
     )
     assert sorted(got) == [("eval_loss", 3, 100, 300), ("train_loss", 30, 10, 300)]
+    note = rows(db_path, "SELECT message FROM ingests")[0][0]
+    assert "ignored columns: (unnamed), _runtime, _step, _timestamp, eval/runtime" in note
     # the trainer's step, not W&B's `_step` (which counts log calls)
     assert rows(
         db_path, "SELECT count(*) FROM observations WHERE tokens IS DISTINCT FROM step * 2048"

@@ -179,7 +179,9 @@ def _message(
     if meta.files:
         parts.append(f"metadata from {', '.join(meta.files)}")
     if source.ignored:
-        parts.append(f"ignored columns: {', '.join(source.ignored[:10])}")
+        # An unnamed column is pandas' index (`to_csv()` of a W&B `run.history()`).
+        shown = [c.strip() or "(unnamed)" for c in source.ignored[:10]]
+        parts.append(f"ignored columns: {', '.join(shown)}")
     return "; ".join(parts)
 
 
