@@ -58,7 +58,7 @@ _HELP = (
     "\n\n"
     "Formats, detected from the name and first line: long tables in CSV, JSONL or Parquet "
     "(run_id, step, tokens, flops, loss columns such as loss, train_loss, eval_loss, and "
-    "optional params, project, unique_tokens, tokens_per_step); Hugging Face "
+    "optional params, project, unique_tokens, tokens_per_step, schedule); Hugging Face "
     "trainer_state.json; W&B CSV exports (run history, or chart export). Run metadata may "
     "sit in run.json or run.yaml beside the logs; --project, --params, --tokens-per-step and "
     "--schedule fill in what the files do not say."
