@@ -180,8 +180,8 @@ def _message(
         parts.append(f"metadata from {', '.join(meta.files)}")
     if source.ignored:
         # An unnamed column is pandas' index (`to_csv()` of a W&B `run.history()`).
-        shown = [c.strip() or "(unnamed)" for c in source.ignored[:10]]
-        parts.append(f"ignored columns: {', '.join(shown)}")
+        ignored = [c.strip() or "(unnamed)" for c in source.ignored[:10]]
+        parts.append(f"ignored columns: {', '.join(ignored)}")
     return "; ".join(parts)
 
 
