@@ -306,6 +306,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
       ``fit_samples``, ``fit_points`` and the reports keep pointing at it.
     - ``laws.form`` and ``law_parameters.form`` hold law types only (``isoflop`` and
       ``envelope`` were accepted there, though scalefit never wrote them: ``allocation``).
+
+    A nullable column a schema gained (``runs.schedule``: unknown for the runs already
+    stored) needs nothing here: :func:`ensure_tables` adds it, with its comment, after this.
+    It must be the last column of its schema, since ``ADD COLUMN`` appends, so that a
+    migrated store has a new store's layout (``tests/test_migration.py`` checks both).
     """
     have = run(
         con,

@@ -65,6 +65,12 @@ LOG_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "trainer_state", "wan
 LINE_LOG_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "wandb"})
 """Log formats written line by line: a grown file is read on from its last complete line."""
 
+SCHEDULES: tuple[str, ...] = ("constant", "wsd", "cosine")
+"""Learning-rate schedules a run can declare (``runs.schedule``; ``schedule`` in run.json or
+``scalefit ingest --schedule``): ``constant`` (after warm-up), ``wsd`` (warmup-stable-decay)
+and ``cosine`` (decay to the end of a planned horizon). It decides which checkpoints of a
+curve can stand for a shorter run: see :class:`schemas.runs.RunSchema`'s ``schedule``."""
+
 UPSTREAM_KINDS: tuple[str, ...] = ("runs", "models")
 """``kind`` of an upstream file (``[upstreams.<name>]`` of ``datasets/sources.toml``): ``runs``
 are published loss points (-> ``runs`` + ``observations``); ``models`` a model database
@@ -80,6 +86,7 @@ __all__ = [
     "LOG_FORMATS",
     "PARAMETRIC_FORMS",
     "PROCEDURES",
+    "SCHEDULES",
     "UPSTREAM_FORMATS",
     "UPSTREAM_KINDS",
 ]

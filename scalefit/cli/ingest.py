@@ -16,6 +16,7 @@ from .options import (
     ParamsOption,
     PathsArgument,
     ProjectOption,
+    ScheduleOption,
     TokensPerStepOption,
 )
 
@@ -54,10 +55,10 @@ _HELP = (
     "\n\n"
     "Formats, detected from the name and first line: long tables in CSV, JSONL or Parquet "
     "(run_id, step, tokens, flops, loss columns such as loss, train_loss, eval_loss, and "
-    "optional params, project, unique_tokens, tokens_per_step); Hugging Face "
+    "optional params, project, unique_tokens, tokens_per_step, schedule); Hugging Face "
     "trainer_state.json; W&B CSV exports (run history, or chart export). Run metadata may "
-    "sit in run.json or run.yaml beside the logs; --project, --params and --tokens-per-step "
-    "fill in what the files do not say."
+    "sit in run.json or run.yaml beside the logs; --project, --params, --tokens-per-step and "
+    "--schedule fill in what the files do not say."
     "\n\n"
     "Unchanged files are skipped, grown logs add only their new rows, a changed file "
     "replaces its rows; every file is one transaction. Rejected rows go to the quarantine "
@@ -71,6 +72,7 @@ def ingest(
     project: ProjectOption = None,
     params: ParamsOption = None,
     tokens_per_step: TokensPerStepOption = None,
+    schedule: ScheduleOption = None,
     format: LogFormatOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -92,6 +94,7 @@ def ingest(
         params=count_params,
         tokens_per_step=count_tps,
         fmt=format.value if format else None,
+        schedule=schedule.value if schedule else None,
     )
     _print_report(report)
     for info in report.infos:

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from .._names import LAW_NAMES  # not scalefit.fit: numpy and polars take ~0.4 s
-from ..schemas.vocabulary import LOG_FORMATS
+from ..schemas.vocabulary import LOG_FORMATS, SCHEDULES
 
 
 def setting_help(text: str, env: str, key: str) -> str:
@@ -37,6 +37,9 @@ class OutputFormat(StrEnum):
 
 LogFormat = StrEnum("LogFormat", {f: f for f in LOG_FORMATS})  # type: ignore[misc]
 """The log formats ``scalefit ingest --format`` can force: the vocabulary's."""
+
+Schedule = StrEnum("Schedule", {s: s for s in SCHEDULES})  # type: ignore[misc]
+"""The choices of ``ingest --schedule``: the vocabulary's learning-rate schedules."""
 
 
 # ----------------------------------------------------------------------- store and settings
@@ -301,8 +304,19 @@ TokensPerStepOption = Annotated[
     typer.Option(
         "--tokens-per-step",
         help="Tokens per optimizer step (batch size x sequence length), so that "
-        "tokens = step x this, for runs that do not log tokens.",
+        "tokens = step x this, for runs that do not log `tokens` (preferred to HF's "
+        "num_input_tokens_seen, which counts padding).",
         show_default="none",
+    ),
+]
+ScheduleOption = Annotated[
+    Schedule | None,
+    typer.Option(
+        "--schedule",
+        help="Learning-rate schedule of runs whose file and run.json do not declare one "
+        "(constant, wsd, cosine): intermediate checkpoints of a cosine run are biased "
+        "estimates of a shorter run's final loss.",
+        show_default="unknown",
     ),
 ]
 LogFormatOption = Annotated[
