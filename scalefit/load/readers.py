@@ -442,15 +442,8 @@ _TRAINER_META = (
 )
 
 
-def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
-    """A Hugging Face Trainer ``trainer_state.json``.
-
-    Each ``log_history`` entry is a row (its 1-based position is the row number). HF logs the
-    training loss as ``loss`` (stored as ``train_loss``, the name its W&B integration uses) and
-    evaluation losses as ``eval_*loss``. The closing summary entry (the one with
-    ``train_runtime``, whose ``train_loss`` is an average over the whole run) is not a
-    measurement at a step and is skipped. ``total_flos`` becomes the run's ``flops``.
-    """
+def _trainer_state(path: Path) -> dict:
+    """The parsed ``trainer_state.json``, or one clear error saying why it cannot be."""
     try:
         state = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -469,20 +462,40 @@ def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
             f"{path}: a Trainer state needs a `log_history` list; this JSON has none. "
             "Pass the right `--format`"
         )
+    return state
+
+
+def _trainer_record(entry: dict) -> dict[str, object]:
+    """One ``log_history`` entry as a row: ``step``, ``tokens_seen`` (HF's
+    ``num_input_tokens_seen``), ``train_loss`` (HF's ``loss``) and the metrics."""
+    rec: dict[str, object] = {}
+    for key, value in entry.items():
+        if key == "step":
+            rec["step"] = value
+        elif key == "num_input_tokens_seen":
+            rec["tokens_seen"] = value
+        elif key == "loss":
+            rec["train_loss"] = value
+        elif is_metric(key):
+            rec[metric_name(key)] = value
+    return rec
+
+
+def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
+    """A Hugging Face Trainer ``trainer_state.json``.
+
+    Each ``log_history`` entry is a row (its 1-based position is the row number). HF logs the
+    training loss as ``loss`` (stored as ``train_loss``, the name its W&B integration uses) and
+    evaluation losses as ``eval_*loss``. The closing summary entry (the one with
+    ``train_runtime``, whose ``train_loss`` is an average over the whole run) is not a
+    measurement at a step and is skipped. ``total_flos`` becomes the run's ``flops``.
+    """
+    state = _trainer_state(path)
     records, rows = [], []
     for i, entry in enumerate(state["log_history"], start=1):
         if not isinstance(entry, dict) or "train_runtime" in entry:
             continue
-        rec: dict[str, object] = {}
-        for key, value in entry.items():
-            if key == "step":
-                rec["step"] = value
-            elif key == "num_input_tokens_seen":
-                rec["tokens_seen"] = value
-            elif key == "loss":
-                rec["train_loss"] = value
-            elif is_metric(key):
-                rec[metric_name(key)] = value
+        rec = _trainer_record(entry)
         if len(rec) > 1 or "step" not in rec:
             records.append(rec)
             rows.append(i)
