@@ -12,7 +12,7 @@ with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -41,7 +41,7 @@ write_study_reports = task(name="write_study_reports", **_io)(pipeline.write_stu
 
 def map_on_task_runner(
     fn: Callable[[fitting.BootstrapJob], fitting.BootstrapRefits],
-    jobs: Sequence[fitting.BootstrapJob],
+    jobs: Iterable[fitting.BootstrapJob],
 ) -> list[fitting.BootstrapRefits]:
     """A :data:`scalefit.fit.BootstrapMap` that runs each job as a ``bootstrap_job`` task on
     the current flow's task runner (threads, or a Dask cluster), in order. A job is pure
