@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Unpack
 
 import numpy as np
-import polars as pl
 
 from ..errors import FitError
 from ..laws import KaplanComputeLaw, LossLaw
@@ -51,10 +50,13 @@ def extrapolation_score(
         raise FitError(f"{n_groups} compute budget(s): cannot hold out {holdout} and still fit")
     test = groups >= n_groups - holdout
     train = pts.take(np.flatnonzero(~test))
-    frame = pl.DataFrame(
-        {"params": train.params, "tokens": train.tokens, "flops": train.flops, "loss": train.loss}
-    )
-    fitted = fit_form(frame, form, s, starts=starts)
+    columns = {
+        "params": train.params,
+        "tokens": train.tokens,
+        "flops": train.flops,
+        "loss": train.loss,
+    }
+    fitted = fit_form(columns, form, s, starts=starts)
     law_ = fitted.law
     if isinstance(law_, KaplanComputeLaw):  # the kaplan_c forms: a loss of the points' compute
         pred = np.asarray(law_.loss_at_flops(pts.flops[test]), dtype=float)

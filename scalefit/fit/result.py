@@ -9,10 +9,9 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 import scalefit
 
@@ -23,6 +22,9 @@ from ..schemas.vocabulary import PROCEDURES
 from .bootstrap import percentile_ci
 from .settings import check_confidence_level
 
+if TYPE_CHECKING:
+    import polars as pl
+
 __all__ = [
     "ConvergenceWarning",
     "ExtrapolationScore",
@@ -31,6 +33,7 @@ __all__ = [
     "json_text",
     "make_fit",
 ]
+
 
 def _loss_law(law: Law) -> LossLaw:
     """``law`` as a :class:`~scalefit.laws.LossLaw`, or a :class:`FitError` naming the law
@@ -197,6 +200,8 @@ class LawFit:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per parameter and derived quantity: name, kind, estimate, ci_low, ci_high."""
+        import polars as pl
+
         rows = []
         for kind, values in (("parameter", self.estimates), ("derived", self.derived)):
             for name, value in values.items():
