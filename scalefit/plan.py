@@ -36,6 +36,7 @@ from .laws import (
     DataConstrainedLaw,
     FittedLaw,
     Law,
+    LossLaw,
     data_constrained_form,
     inference_optimal_allocation,
 )
@@ -174,7 +175,7 @@ def _point_estimates(
 ) -> tuple[PlanPoint, PlanPoint | None, PlanPoint | None]:
     opt = law.allocation(flops)
     n, d = float(opt.params), float(opt.tokens)
-    loss = float(law.loss(n, d)) if hasattr(law, "loss") else None
+    loss = float(law.loss(n, d)) if isinstance(law, LossLaw) else None
     compute = PlanPoint(params=n, tokens=d, loss=loss)
     constrained = None
     base_law, base_point, unique = law, compute, None
