@@ -191,11 +191,11 @@ def fit_parameters(fits: pl.DataFrame) -> pl.DataFrame:
     return FitParameterSchema.validate(pl.DataFrame(rows, schema=schema, orient="row"))
 
 
-def _float(value: object) -> float | None:
+def _float(value: str | float | None) -> float | None:
     """A JSON number as a float; None for null or non-finite text such as ``"NaN"``."""
     if value is None:
         return None
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     return number if number == number and abs(number) != float("inf") else None
 
 
