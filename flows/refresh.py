@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -29,14 +30,22 @@ from scalefit.config import Settings, load_settings
 # download). A task run costs Prefect bookkeeping (API calls, events): reads that take
 # milliseconds (table counts, the list of projects, the artifacts' contents) are plain calls
 # in the flow, not tasks, and the comparisons and the reports are one task.
-_io = {"retries": 1, "retry_delay_seconds": 5, "cache_policy": NO_CACHE}
-load_curated = task(name="load_curated", **_io)(pipeline.load_curated)
-refresh_upstreams = task(name="refresh_upstreams", **_io)(pipeline.refresh_upstreams)
-load_studies = task(name="load_studies", **_io)(pipeline.load_studies)
-ingest_logs = task(name="ingest_logs", **_io)(pipeline.ingest_folder)
-fit_law = task(name="refit_laws", **_io)(pipeline.fit_project)
-compare_and_report = task(name="compare_and_report", **_io)(pipeline.compare_and_report)
-write_study_reports = task(name="write_study_reports", **_io)(pipeline.write_study_reports)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _io_task(name: str, fn: Callable[P, R]) -> Task[P, R]:
+    """``fn`` as an I/O task ``name``: never cached, retried once after 5 s."""
+    return task(name=name, retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)(fn)
+
+
+load_curated = _io_task("load_curated", pipeline.load_curated)
+refresh_upstreams = _io_task("refresh_upstreams", pipeline.refresh_upstreams)
+load_studies = _io_task("load_studies", pipeline.load_studies)
+ingest_logs = _io_task("ingest_logs", pipeline.ingest_folder)
+fit_law = _io_task("refit_laws", pipeline.fit_project)
+compare_and_report = _io_task("compare_and_report", pipeline.compare_and_report)
+write_study_reports = _io_task("write_study_reports", pipeline.write_study_reports)
 
 
 def map_on_task_runner(
@@ -50,8 +59,12 @@ def map_on_task_runner(
     return [future.result() for future in job_task.map(list(jobs))]
 
 
-def task_runner_for(settings: Settings) -> TaskRunner:
-    """The task runner the ``[scale]`` settings ask for (see ``scalefit.config``)."""
+def task_runner_for(settings: Settings) -> TaskRunner[Any]:
+    """The task runner the ``[scale]`` settings ask for (see ``scalefit.config``).
+
+    Its future type is left open: the thread pool's (``PrefectConcurrentFuture``) and Dask's
+    (``PrefectDaskFuture``) differ, and ``Flow.with_options`` takes a
+    ``TaskRunner[PrefectFuture[Any]]`` whose future type is invariant."""
     workers = settings.workers or os.cpu_count() or 1
     if settings.task_runner == "dask":
         from prefect_dask import DaskTaskRunner  # the `dask` extra; checked by load_settings
@@ -70,10 +83,14 @@ def task_runner_for(settings: Settings) -> TaskRunner:
 
 
 def _run_each(
-    step: str, calls: dict[str, tuple], fn, errors: dict[str, str], **kwargs: object
-) -> dict:
+    step: str,
+    calls: dict[str, tuple[Any, ...]],
+    fn: Task[..., R],
+    errors: dict[str, str],
+    **kwargs: Any,
+) -> dict[str, R]:
     """Run ``fn`` once per item; a failed item is recorded in ``errors``, the rest go on."""
-    results = {}
+    results: dict[str, R] = {}
     for name, args in calls.items():
         state = fn(*args, **kwargs, return_state=True)
         if state.is_failed():
@@ -112,29 +129,38 @@ def fit_laws(
     return results, errors
 
 
-def _loads(settings: Settings, datasets_dir: Path | None, errors: dict[str, str]) -> dict:
+def _loads(
+    settings: Settings, datasets_dir: Path | None, errors: dict[str, str]
+) -> pipeline.RefreshSteps:
     """The loading steps: curated data, upstream sources, studies, log folders."""
-    logger = get_run_logger()
     db = settings.db
-    steps: dict[str, object] = {"load_curated": load_curated(db, datasets_dir)}
-    steps["upstreams"] = refresh_upstreams(db, datasets_dir, settings.cache, settings.offline)
-    steps["studies"] = load_studies(
-        db, datasets_dir, settings.mirror, settings.cache, settings.offline
-    )
-    for kind, results in (("upstream", steps["upstreams"]), ("study", steps["studies"])):
-        for result in results:
-            name = getattr(result, kind)  # UpstreamInfo.upstream, StudyStatus.study
-            if result.status == "error":
-                errors[f"{kind}:{name}"] = result.message
-            elif result.status == "warning":
-                logger.warning("%s %s: %s", kind, name, result.message)
-    steps["ingest"] = _run_each(
+    curated = load_curated(db, datasets_dir)
+    upstreams = refresh_upstreams(db, datasets_dir, settings.cache, settings.offline)
+    studies = load_studies(db, datasets_dir, settings.mirror, settings.cache, settings.offline)
+    for u in upstreams:
+        _note_status("upstream", u.upstream, u.status, u.message, errors)
+    for s in studies:
+        _note_status("study", s.study, s.status, s.message, errors)
+    ingests = _run_each(
         "ingest",
         {str(folder): (db, folder, settings.project) for folder in settings.log_folders},
         ingest_logs,
         errors,
     )
-    return steps
+    return {
+        "load_curated": curated,
+        "upstreams": upstreams,
+        "studies": studies,
+        "ingest": ingests,
+    }
+
+
+def _note_status(kind: str, name: str, status: str, message: str, errors: dict[str, str]) -> None:
+    """An upstream's or a study's error recorded in ``errors``; its warning logged."""
+    if status == "error":
+        errors[f"{kind}:{name}"] = message
+    elif status == "warning":
+        get_run_logger().warning("%s %s: %s", kind, name, message)
 
 
 def _fits(settings: Settings, errors: dict[str, str]) -> dict[str, pipeline.FitInfo]:
@@ -170,7 +196,10 @@ def _fits(settings: Settings, errors: dict[str, str]) -> dict[str, pipeline.FitI
 
 
 def _reports(
-    settings: Settings, datasets_dir: Path | None, steps: dict, errors: dict[str, str]
+    settings: Settings,
+    datasets_dir: Path | None,
+    steps: pipeline.RefreshSteps,
+    errors: dict[str, str],
 ) -> None:
     """Comparisons, reports, study reproductions, and the two artifacts."""
     db = settings.db

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scalefit.pipeline import RefreshInfo
 from scalefit.schedule import next_runs
 
 from .refresh import refresh
@@ -36,14 +37,21 @@ DEPLOYMENT_NAME = "scalefit-serve"
 
 def build_deployment(cron: str, timezone: str, config_path: Path | None) -> RunnerDeployment:
     """The deployment ``scalefit serve`` registers: the refresh flow on ``cron`` in ``timezone``."""
+    from prefect.deployments.runner import RunnerDeployment
     from prefect.schedules import Cron
 
-    return refresh.to_deployment(
+    deployment = refresh.to_deployment(
         name=DEPLOYMENT_NAME,
         schedules=[Cron(cron, timezone=timezone)],
         parameters={"config_path": str(config_path) if config_path else None},
         description="scalefit refresh on a schedule (scalefit serve)",
     )
+    # Prefect dispatches on the caller: a coroutine inside an event loop, the deployment in
+    # synchronous code (``scalefit serve``, the tests).
+    if not isinstance(deployment, RunnerDeployment):
+        deployment.close()
+        raise RuntimeError("build_deployment is synchronous: call it outside an event loop")
+    return deployment
 
 
 def serve_with_server(cron: str, timezone: str, config_path: Path | None) -> None:
@@ -74,7 +82,7 @@ def serve_locally(
     *,
     max_runs: int | None = None,
     on_schedule: Callable[[dt.datetime], None] | None = None,
-    on_run: Callable[[object], None] | None = None,
+    on_run: Callable[[RefreshInfo | None], None] | None = None,
 ) -> int:
     """Run the flow at every cron time, in Prefect's ephemeral mode; returns runs done.
 

@@ -48,6 +48,7 @@ from .errors import AllocationUnavailableError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
     Law,
+    LossLaw,
     break_even_inference_tokens,
     data_constrained_form,
     effective_tokens,
@@ -296,7 +297,7 @@ def _beyond_allocation(
         nan,
     )
     opt_6nd = law.allocation(m.flops_6nd)
-    if hasattr(law, "loss"):
+    if isinstance(law, LossLaw):
         predicted = np.asarray(law.loss(n, d), dtype=float)
         out = {
             "break_even_inference_tokens": _positive_or_nan(break_even_inference_tokens(law, n, d)),
@@ -391,7 +392,7 @@ def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataF
                     "optimal_params": np.asarray(opt.params, dtype=float),
                     "optimal_tokens": np.asarray(opt.tokens, dtype=float),
                     "tokens_per_param": np.asarray(opt.tokens_per_param, dtype=float),
-                    "loss": law.loss(opt.params, opt.tokens) if hasattr(law, "loss") else None,
+                    "loss": law.loss(opt.params, opt.tokens) if isinstance(law, LossLaw) else None,
                     "law_caveat": row.get("caveat"),
                 },
                 schema_overrides={"loss": pl.Float64, "law_caveat": pl.String},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from . import compare, fit_store, report, store, study_reports, user_sql
 from . import fit as fitting
@@ -18,6 +19,23 @@ from .load import curated, studies, upstream
 from .load import logs as ingest
 
 log = logging.getLogger(__name__)
+
+
+class RefreshSteps(TypedDict, total=False):
+    """Each step's result in a refresh (:attr:`RefreshInfo.steps`); a step that failed as a
+    whole (the study reports) is missing, and named in :attr:`RefreshInfo.errors`."""
+
+    load_curated: curated.CuratedLoadInfo
+    upstreams: list[upstream.UpstreamInfo]
+    studies: list[studies.StudyStatus]
+    ingest: dict[str, ingest.IngestReport]
+    """By log folder."""
+    fits: dict[str, FitInfo]
+    """By ``project/law``."""
+    comparisons: int
+    """Rows of the ``comparisons`` view."""
+    reports: report.ReportInfo
+    reproductions: study_reports.StudyReportInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,7 @@ class RefreshInfo:
     reports_dir: Path
     counts_before: dict[str, int]
     counts_after: dict[str, int]
-    steps: dict[str, object] = field(default_factory=dict)
+    steps: RefreshSteps = field(default_factory=lambda: RefreshSteps())
     errors: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .laws import (
     DataConstrainedLaw,
     FittedLaw,
     Law,
+    LossLaw,
     data_constrained_form,
     inference_optimal_allocation,
 )
@@ -174,7 +175,7 @@ def _point_estimates(
 ) -> tuple[PlanPoint, PlanPoint | None, PlanPoint | None]:
     opt = law.allocation(flops)
     n, d = float(opt.params), float(opt.tokens)
-    loss = float(law.loss(n, d)) if hasattr(law, "loss") else None
+    loss = float(law.loss(n, d)) if isinstance(law, LossLaw) else None
     compute = PlanPoint(params=n, tokens=d, loss=loss)
     constrained = None
     base_law, base_point, unique = law, compute, None
@@ -230,7 +231,18 @@ def _inference_aware(
     )
 
 
-def _with_ci(point: PlanPoint | None, draws: list[PlanPoint | None], level: float) -> Any:
+@overload
+def _with_ci(point: PlanPoint, draws: list[PlanPoint | None], level: float) -> PlanPoint: ...
+@overload
+def _with_ci(point: None, draws: list[PlanPoint | None], level: float) -> None: ...
+@overload
+def _with_ci(
+    point: PlanPoint | None, draws: list[PlanPoint | None], level: float
+) -> PlanPoint | None: ...
+def _with_ci(
+    point: PlanPoint | None, draws: list[PlanPoint | None], level: float
+) -> PlanPoint | None:
+    """``point`` with percentile intervals at ``level`` over the resampled ``draws``."""
     if point is None:
         return None
     q = (1.0 - level) / 2.0
@@ -312,8 +324,11 @@ def plan_budget(
                 )
             except (AllocationUnavailableError, ValueError, FloatingPointError):
                 draws.append((None, None, None))
-        points = tuple(
-            _with_ci(p, [d[i] for d in draws], confidence_level) for i, p in enumerate(points)
+        compute, constrained, aware = points
+        points = (
+            _with_ci(compute, [d[0] for d in draws], confidence_level),
+            _with_ci(constrained, [d[1] for d in draws], confidence_level),
+            _with_ci(aware, [d[2] for d in draws], confidence_level),
         )
     compute, constrained, aware = points
     return Plan(
@@ -350,14 +365,15 @@ def _law_and_samples(
     """The law value to plan with and the resampled laws for intervals: a
     :class:`~scalefit.fit.LawFit` gives its law and, unless ``sample_laws`` are given, its
     bootstrap laws."""
-    is_fit = hasattr(law, "sample_laws") and hasattr(law, "law")
-    if sample_laws is None and is_fit:
+    if not isinstance(law, FittedLaw):
+        return law, list(sample_laws or [])
+    if sample_laws is None:
         sample_laws = law.sample_laws() if law.n_bootstrap else []
-    return (law.law if is_fit else law), list(sample_laws or [])
+    return law.law, list(sample_laws)
 
 
 def _notes(
-    law: Any,
+    law: Law,
     unique_tokens: float | None,
     inference_tokens: float | None,
     confidence_level: float,

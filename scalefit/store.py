@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = Path("scalefit.duckdb")
 """Default database file, relative to the working directory."""
 
+DuckDBSetting = str | bool | int | float | list[str]
+"""A value of a DuckDB configuration option (what ``duckdb.connect(config=...)`` accepts)."""
+
 DEFAULT_BUSY_TIMEOUT = float(os.environ.get("SCALEFIT_BUSY_TIMEOUT", "30"))
 """Seconds to wait for another process to release the database (env `SCALEFIT_BUSY_TIMEOUT`)."""
 
@@ -138,7 +141,7 @@ def _is_lock_conflict(exc: Exception) -> bool:
 
 
 def _open(
-    path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
+    path: Path, read_only: bool, timeout: float, config: Mapping[str, DuckDBSetting] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path`` (:func:`_open_once`); a store written by an older scalefit that is
     opened for reading is first upgraded (:func:`ensure_tables` on a writable connection),
@@ -173,13 +176,13 @@ def _outdated(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _open_once(
-    path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
+    path: Path, read_only: bool, timeout: float, config: Mapping[str, DuckDBSetting] | None = None
 ) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            options = dict(config or {})
+            options: dict[str, DuckDBSetting] = dict(config or {})
             if not read_only:
                 options.setdefault("storage_compatibility_version", _storage_version)
             return duckdb.connect(str(path), read_only=read_only, config=options)
@@ -217,7 +220,7 @@ def connect(
     read_only: bool = False,
     create: bool = True,
     timeout: float | None = None,
-    config: Mapping[str, object] | None = None,
+    config: Mapping[str, DuckDBSetting] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the store, waiting a bounded time for other processes, and create its tables.
 

@@ -135,6 +135,16 @@ def test_the_fast_reader_imports_no_polars(tmp_path: Path) -> None:
     assert out.strip() == "['loss', 'params', 'tokens'] False"
 
 
+def test_importing_the_fit_package_imports_no_polars() -> None:
+    """`scalefit.fit` imports polars only where a frame is read or made (issue 16): importing
+    the fitting package loads neither polars nor the store's DuckDB or pandera."""
+    out = _python(
+        "import sys; import scalefit.fit; "
+        "print(sorted(m for m in ('polars', 'duckdb', 'pandera') if m in sys.modules))"
+    )
+    assert out.strip() == "[]"
+
+
 def test_fit_input_prints_the_same_either_way(tmp_path: Path, monkeypatch) -> None:
     """`scalefit fit --input` gives the same table and JSON from the fast reader as from
     polars' (the fast reader turned off)."""

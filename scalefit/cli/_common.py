@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_DB_PATH = Path("scalefit.duckdb")
 
@@ -73,12 +74,12 @@ def json_line(obj: Any) -> str:
     return json.dumps(finite(obj), default=str, allow_nan=False)
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn any exception into one clear line on stderr and exit status 1 (see the module
     docstring); a command asked for JSON also prints ``{"error": "..."}`` on stdout."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
@@ -97,7 +98,7 @@ def handle_errors(fn: F) -> F:
             sys.stdout.write(json_line({"error": message}) + "\n")
         raise typer.Exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def human_count(value: float | None) -> str:

@@ -112,12 +112,12 @@ def print_refresh(info: RefreshInfo, seconds: float) -> None:
         f"{seconds:.1f} s",
         markup=False,
     )
-    for result in info.steps["upstreams"]:
-        if result.status == "warning":
-            print_warning(f"upstream {result.upstream}: {result.message}")
-    for result in info.steps.get("studies", []):
-        if result.status == "warning":
-            print_warning(f"study {result.study}: {result.message}")
+    for upstream in info.steps["upstreams"]:
+        if upstream.status == "warning":
+            print_warning(f"upstream {upstream.upstream}: {upstream.message}")
+    for study in info.steps.get("studies", []):
+        if study.status == "warning":
+            print_warning(f"study {study.study}: {study.message}")
     reproductions = info.steps.get("reproductions")
     if reproductions is not None and reproductions.reproductions is not None:
         from .studies import print_reproduction_tables

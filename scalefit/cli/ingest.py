@@ -119,7 +119,15 @@ def ingest(
         raise typer.Exit(code)
 
 
-def ingest_with_progress(db: Path, paths: list[Path], **options: object) -> _ingest.IngestReport:
+def ingest_with_progress(
+    db: Path,
+    paths: list[Path],
+    *,
+    project: str | None,
+    params: float | None,
+    tokens_per_step: float | None,
+    fmt: str | None,
+) -> _ingest.IngestReport:
     """:func:`scalefit.load.logs.ingest_paths` with a progress bar on stderr (bytes and files
     done, the file being read), gone when it ends."""
     from rich.markup import escape
@@ -155,7 +163,15 @@ def ingest_with_progress(db: Path, paths: list[Path], **options: object) -> _ing
                 files=f"{event.file_index + 1}/{event.n_files} files",
             )
 
-        return _ingest.ingest_paths(db, paths, progress=progress, **options)
+        return _ingest.ingest_paths(
+            db,
+            paths,
+            project=project,
+            params=params,
+            tokens_per_step=tokens_per_step,
+            fmt=fmt,
+            progress=progress,
+        )
 
 
 def _print_report(report: _ingest.IngestReport) -> None:

@@ -60,7 +60,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import duckdb
 import polars as pl
@@ -86,6 +86,15 @@ from .log_sink import _forget_file, _write
 from .readers import FORMATS, LINE_FORMATS, Source, detect_format, metric_name, open_source
 
 log = logging.getLogger(__name__)
+
+
+class RunOptions(TypedDict):
+    """What the user said of every run of an ingest (see :func:`ingest_paths`)."""
+
+    project: str | None
+    params: float | None
+    tokens_per_step: float | None
+    schedule: NotRequired[str | None]
 
 
 MEMORY_LIMIT = os.environ.get("SCALEFIT_INGEST_MEMORY", "256MB")
@@ -283,7 +292,7 @@ def _one_pass(
     meta: _Metadata,
     progress: Callable[[int], None] | None,
     careful: bool,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """One pass over the file, inside its transaction (see :func:`_ingest_rows`)."""
     info, counts = plan.info, _Counts()
@@ -324,7 +333,7 @@ def _ingest_rows(
     source: Source,
     meta: _Metadata,
     progress: Callable[[int], None] | None,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """The file's one transaction: its rows, runs, quarantine and ``ingests`` row.
 
@@ -350,7 +359,7 @@ def _read_file(
     plan: _Plan,
     meta: _Metadata,
     progress: Callable[[int], None] | None,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """Read the file as planned, in one transaction; a failure is recorded, not raised."""
     fmt = plan.info.format
@@ -431,7 +440,7 @@ def ingest_file(
         meta = _metadata(path, detected)
     except (ScalefitError, OSError) as exc:
         return _record_failure(db, info, exc)
-    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    options: RunOptions = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
     if schedule is not None:  # so that files ingested before `schedule` existed stay unchanged
         options["schedule"] = schedule
     info = dataclasses.replace(info, settings_sha256=_settings_sha(fmt, meta, **options))
@@ -523,7 +532,7 @@ def ingest_paths(
     """
     _check_options(fmt, params, tokens_per_step, schedule)
     files, skipped = discover(paths)
-    options = {
+    options: RunOptions = {
         "project": project,
         "params": params,
         "tokens_per_step": tokens_per_step,

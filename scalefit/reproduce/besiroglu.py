@@ -15,7 +15,14 @@ from .. import store
 from ..errors import FitError
 from ..laws import ChinchillaLaw
 from ..load.studies import Study
-from .claims import Claim, Reproduction, beyond_the_paper, fit_quietly, huber_objective
+from .claims import (
+    Claim,
+    Reproduction,
+    beyond_the_paper,
+    fit_quietly,
+    huber_objective,
+    loss_law,
+)
 
 BESIROGLU_HOLDOUT_FLOPS = 1e21
 """Beyond the paper on ``besiroglu2024``: points at or above this compute are held out."""
@@ -58,7 +65,7 @@ def reproduce_besiroglu2024(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
-    chin = fit_quietly(train, "chinchilla").law
+    chin = loss_law(fit_quietly(train, "chinchilla"))
     plot = pts.select(
         pl.lit(None, pl.String).alias("dataset"),
         "run",

@@ -126,6 +126,15 @@ def fit_quietly(data: pl.DataFrame, form: str, **kw: Any) -> fitting.LawFit:
         return fitting.fit_law(data, law=form, **kw)
 
 
+def loss_law(fitted: fitting.LawFit) -> LossLaw:
+    """The law of ``fitted``, which predicts a loss (every form a reproduction fits for a
+    loss does), or a :class:`FitError` naming a form that predicts none."""
+    law = fitted.law
+    if not isinstance(law, LossLaw):
+        raise FitError(f"a {law.form} law predicts no loss")
+    return law
+
+
 def beyond_the_paper(
     study: str,
     train: pl.DataFrame,
@@ -146,7 +155,7 @@ def beyond_the_paper(
         except FitError as exc:
             log.warning("%s: %s not fitted on %s: %s", study, form, split, exc)
             continue
-        pred = np.asarray(fitted.law.loss(n, d), dtype=float)
+        pred = np.asarray(loss_law(fitted).loss(n, d), dtype=float)
         low = high = np.full(pred.shape, np.nan)
         if n_bootstrap:
             with warnings.catch_warnings():

@@ -18,9 +18,9 @@ import polars as pl
 
 from .. import store
 from ..errors import FitError
-from ..laws import LossLaw
+from ..laws import DownstreamErrorLaw, LossLaw
 from ..load.studies import Study
-from .claims import Claim, Reproduction, beyond_the_paper, fit_quietly, rel_error
+from .claims import Claim, Reproduction, beyond_the_paper, fit_quietly, loss_law, rel_error
 
 GADRE_SUBSET = (
     "bigbench_operators",
@@ -186,8 +186,10 @@ def reproduce_gadre2024(
     plot_rows: list[pl.DataFrame] = []
     for dataset in sorted(points["dataset"].unique().to_list()):
         corpus = _Corpus.of(study.name, dataset, points)
-        law = fit_quietly(corpus.train, "overtraining").law
+        law = loss_law(fit_quietly(corpus.train, "overtraining"))
         ds_law = fit_quietly(corpus.ds_train, "downstream_error").law
+        if not isinstance(ds_law, DownstreamErrorLaw):
+            raise FitError(f"a downstream_error fit gave a {ds_law.form} law")
         fits = {
             "huber_log": (law.loss, ds_law.error, "scalefit: summed Huber of log residuals"),
             "least_squares": (
