@@ -5,38 +5,42 @@
 kaplan_nd forms are fitted with each grid cap asked for (default: the engine's default) and
 with ``max_grid_iter=40``; a data set counts as a miss when a cap's objective is above the long
 run's by more than 1e-6 (relative). Prints the misses, whether each side certified
-convergence, and the times.
+convergence, and the times (wall and CPU).
+
+Engine changes are checked against another engine on the same 120 fits: ``--save FILE``
+writes every fit's objective, estimates and convergence flag (first cap asked for) as JSON;
+``--against FILE`` compares this run's with them (largest relative objective difference,
+fits above 1e-9, convergence flags that differ). Run the old engine with ``PYTHONPATH``
+pointing at its ``scalefit/`` (e.g. from ``git archive``) and ``--save``; ``--no-long`` skips
+the ``max_grid_iter=40`` runs when only that comparison is wanted.
 
 Usage::
 
-    python benchmarks/fit_robustness.py [--caps 2,3,5,10]
+    python benchmarks/fit_robustness.py [--caps 2,3,5,10] [--save F | --against F] [--no-long]
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from scalefit.fit import fit_law
 
+LAWS = ("chinchilla", "kaplan_n_e", "kaplan_nd")
 
-def main() -> None:
-    default_cap = inspect.signature(fit_law).parameters["max_grid_iter"].default
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--caps", default=str(default_cap), help="comma-separated grid caps to compare")
-    caps = [int(c) for c in ap.parse_args().caps.split(",")]
-    warnings.simplefilter("ignore")
+
+def data_sets(n_sets: int = 40) -> list[pl.DataFrame]:
+    """The seeded hard data sets (the same every run)."""
     rng = np.random.default_rng(123)
-    worst: dict[tuple[int, str], float] = {}
-    misses = []
-    times = dict.fromkeys(caps, 0.0)
-    t_long = 0.0
-    for trial in range(40):
+    out = []
+    for _ in range(n_sets):
         E = rng.uniform(1.0, 2.5)
         A, B = np.exp(rng.uniform(3, 9)), np.exp(rng.uniform(3, 9))
         alpha, beta = rng.uniform(0.15, 0.7), rng.uniform(0.15, 0.7)
@@ -45,30 +49,94 @@ def main() -> None:
         d = np.exp(rng.uniform(np.log(1e8), np.log(1e12), n.size))
         noise = rng.choice([0.002, 0.01, 0.03])
         loss = (E + A / n**alpha + B / d**beta) * np.exp(rng.normal(0, noise, n.size))
-        data = pl.DataFrame({"params": n, "tokens": d, "loss": loss})
-        for law in ("chinchilla", "kaplan_n_e", "kaplan_nd"):
-            start = time.perf_counter()
-            long = fit_law(data, law=law, max_grid_iter=40)
-            t_long += time.perf_counter() - start
+        out.append(pl.DataFrame({"params": n, "tokens": d, "loss": loss}))
+    return out
+
+
+def compare(record: dict[str, dict], path: Path) -> None:
+    """Print how this run's fits differ from those saved in ``path``."""
+    other = json.loads(path.read_text())
+    rels = {
+        key: abs(r["objective"] - other[key]["objective"]) / abs(other[key]["objective"])
+        for key, r in record.items()
+    }
+    est = {
+        key: max(
+            abs(v - other[key]["estimates"][k]) / max(abs(other[key]["estimates"][k]), 1e-300)
+            for k, v in r["estimates"].items()
+        )
+        for key, r in record.items()
+    }
+    flags = [key for key, r in record.items() if r["converged"] != other[key]["converged"]]
+    worst = max(rels, key=rels.get)
+    print(
+        f"against {path}: {len(record)} fits; largest relative objective difference "
+        f"{rels[worst]:.2g} ({worst}); above 1e-9: {[k for k, v in rels.items() if v > 1e-9]}"
+    )
+    print(
+        f"  largest relative estimate difference {max(est.values()):.2g}; "
+        f"convergence flags that differ: {flags}"
+    )
+
+
+def main() -> None:
+    default_cap = inspect.signature(fit_law).parameters["max_grid_iter"].default
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--caps", default=str(default_cap), help="comma-separated grid caps to compare")
+    ap.add_argument("--save", type=Path, help="write the first cap's fits here (JSON)")
+    ap.add_argument("--against", type=Path, help="compare the first cap's fits with these")
+    ap.add_argument("--no-long", action="store_true", help="skip the max_grid_iter=40 runs")
+    args = ap.parse_args()
+    caps = [int(c) for c in args.caps.split(",")]
+    warnings.simplefilter("ignore")
+    worst: dict[tuple[int, str], float] = {}
+    misses = []
+    times = dict.fromkeys(caps, 0.0)
+    cpus = dict.fromkeys(caps, 0.0)
+    t_long = cpu_long = 0.0
+    record: dict[str, dict] = {}
+    for trial, data in enumerate(data_sets()):
+        for law in LAWS:
+            long = None
+            if not args.no_long:
+                start, cpu = time.perf_counter(), time.process_time()
+                long = fit_law(data, law=law, max_grid_iter=40)
+                t_long += time.perf_counter() - start
+                cpu_long += time.process_time() - cpu
             for cap in caps:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 short = fit_law(data, law=law, max_grid_iter=cap)
                 times[cap] += time.perf_counter() - start
+                cpus[cap] += time.process_time() - cpu
+                if cap == caps[0]:
+                    record[f"{trial}/{law}"] = {
+                        "objective": short.objective,
+                        "estimates": {k: float(v) for k, v in short.estimates.items()},
+                        "converged": bool(short.converged),
+                    }
+                if long is None:
+                    continue
                 rel = (short.objective - long.objective) / long.objective
                 worst[cap, law] = max(worst.get((cap, law), -np.inf), rel)
                 if rel > 1e-6:
                     misses.append((cap, trial, law, f"{rel:.2g}", short.converged, long.converged))
     for cap in caps:
-        print(
-            f"cap {cap}: worst relative excess by form:",
-            {law: f"{v:.2g}" for (c, law), v in worst.items() if c == cap},
-        )
-        print(
-            f"cap {cap}: misses (trial, form, excess, cap converged, long converged):",
-            [m[1:] for m in misses if m[0] == cap],
-        )
-        print(f"cap {cap}: time {times[cap]:.1f} s")
-    print(f"max_grid_iter=40: time {t_long:.1f} s")
+        if not args.no_long:
+            print(
+                f"cap {cap}: worst relative excess by form:",
+                {law: f"{v:.2g}" for (c, law), v in worst.items() if c == cap},
+            )
+            print(
+                f"cap {cap}: misses (trial, form, excess, cap converged, long converged):",
+                [m[1:] for m in misses if m[0] == cap],
+            )
+        print(f"cap {cap}: time {times[cap]:.1f} s wall, {cpus[cap]:.1f} s CPU")
+    if not args.no_long:
+        print(f"max_grid_iter=40: time {t_long:.1f} s wall, {cpu_long:.1f} s CPU")
+    if args.save:
+        args.save.write_text(json.dumps(record, indent=1))
+    if args.against:
+        compare(record, args.against)
 
 
 if __name__ == "__main__":

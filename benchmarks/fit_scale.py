@@ -13,9 +13,16 @@ points) the same data are fitted by it too, in a fresh process that imports ``sc
 from ``git archive OLD_REV`` (default the commit this work started from), and the
 objectives and estimates are compared.
 
+``--evals K`` measures instead the step that is ~85-90% of a fit: ``K`` rounds of one
+objective + derivatives evaluation of 128 grid starts over all the points (the fit's
+whole-grid evaluation, 1/35 of the grid), in a fresh process per size; it reports CPU
+nanoseconds per (start, point) cell (the minimum over the rounds) and the peak RSS. A 1M-point
+fit is ~1,000 s CPU on a quiet core; this gives its per-point cost in a minute.
+
 Usage::
 
     python benchmarks/fit_scale.py [--sizes 250,2500,25000,250000,1000000] [--compare-max 25000]
+    python benchmarks/fit_scale.py --evals 3 [--sizes ...]
 """
 
 from __future__ import annotations
@@ -86,6 +93,26 @@ def child(n: int) -> dict:
     }
 
 
+def child_evals(n: int, rounds: int) -> dict:
+    """``rounds`` whole-grid evaluations (derivatives of 128 grid starts) in this process."""
+    import numpy as np
+
+    from scalefit import _optim
+    from scalefit.fit import FORMS, _as_points
+
+    form = FORMS["chinchilla"]
+    pts = _as_points(synthetic(n), need=form.needs)
+    obj = _optim.HuberObjective(form.model(pts), np.log(pts.loss), 1e-3)
+    starts = form.grid[:: len(form.grid) // 128][:128]
+    w = np.ones(n)
+    best = np.inf
+    for _ in range(rounds):
+        cpu = time.process_time()
+        obj._derivatives(starts, w)
+        best = min(best, time.process_time() - cpu)
+    return {"n": n, "ns_per_cell": 1e9 * best / (n * starts.shape[0]), "peak_mb": peak_rss_mb()}
+
+
 def _proc_figures(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS MB) of a running process, from /proc."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -94,6 +121,32 @@ def _proc_figures(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/status") as fh:
         hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
     return cpu, hwm / 1024
+
+
+def evals(sizes: list[int], rounds: int) -> None:
+    """Per-cell cost of the whole-grid evaluation at every size (see ``--evals``)."""
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
+    rows = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), "--evals", str(rounds)],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        ).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(
+            f"{n:>9,} points: {rows[-1]['ns_per_cell']:6.1f} ns CPU per (start, point), "
+            f"peak RSS {rows[-1]['peak_mb']:.0f} MB",
+            flush=True,
+        )
+    ref = next((r for r in rows if r["n"] == 2500), None)
+    if ref:
+        print(
+            "ratio to 2,500 points:",
+            ", ".join(f"{r['n']:,}: {r['ns_per_cell'] / ref['ns_per_cell']:.2f}" for r in rows),
+        )
+    print(f"load average after the run: {os.getloadavg()}")
 
 
 def run(n: int, pythonpath: str | None, timeout: float | None = None) -> dict:
@@ -145,12 +198,17 @@ def main() -> None:
     ap.add_argument(
         "--timeout", type=float, help="stop a fit after this many seconds and report it unfinished"
     )
+    ap.add_argument("--evals", type=int, help="time K whole-grid evaluations per size instead")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child)))
+        out = child_evals(args.child, args.evals) if args.evals else child(args.child)
+        print(json.dumps(out))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.evals:
+        evals(sizes, args.evals)
+        return
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

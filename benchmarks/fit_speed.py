@@ -7,13 +7,19 @@ on all 4500 starts takes many minutes, so by default it runs on a random subset 
 its time is scaled to the full grid (said so in the output); ``--reference-starts 4500`` runs
 it whole.
 
-Engine: the whole ``scalefit fit`` command in a subprocess (process start included), and the
-in-process fit with a 1000-resample bootstrap.
+Analytic-gradient reference (the fair yardstick): the same L-BFGS-B per start on the same
+objective and starts, with its exact gradient (``jac=True``) instead of finite differences.
 
-The two sides are interleaved (command, a slice of the reference's starts, command, the next
-slice, ...) so that a machine shared with other jobs slows both alike; wall time and CPU time
-(user + system, the command's from ``getrusage`` of its process) are both reported, and the
-CPU-time ratio is the one that other jobs' load does not move.
+Floor: a fresh ``python`` that imports numpy, reads the CSV and evaluates the Huber objective
+of all 4500 starts once, vectorised (what no fit of this grid can go below).
+
+Engine: the whole ``scalefit fit`` command in a subprocess (process start included), the
+in-process fit alone (the engine's share of the command) and with a 1000-resample bootstrap.
+
+All sides are interleaved (command, floor, a slice of each reference's starts, command, ...)
+so that a machine shared with other jobs slows them alike; wall time and CPU time (user +
+system, a subprocess's from ``getrusage``) are both reported, and the CPU-time ratio is the
+one that other jobs' load moves least.
 
 BLAS threads: both sides run with ``OPENBLAS_NUM_THREADS=1`` unless the environment sets it.
 On this shared 2-core machine OpenBLAS's idle threads spin inside the reference's
@@ -62,11 +68,20 @@ def synthetic(n: int = 250, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame({"params": params, "tokens": tokens, "loss": loss})
 
 
-def reference(data: pl.DataFrame, starts: np.ndarray) -> tuple[float, float, float]:
-    """The original procedure on ``starts``: (wall seconds, CPU seconds, best objective)."""
-    x = np.log(data["params"].to_numpy())
-    y = np.log(data["tokens"].to_numpy())
-    target = np.log(data["loss"].to_numpy())
+def _design(data: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.log(data["params"].to_numpy()),
+        np.log(data["tokens"].to_numpy()),
+        np.log(data["loss"].to_numpy()),
+    )
+
+
+def reference(
+    data: pl.DataFrame, starts: np.ndarray, analytic: bool = False
+) -> tuple[float, float, float]:
+    """The original procedure on ``starts``: (wall seconds, CPU seconds, best objective);
+    with ``analytic`` the exact gradient is given to L-BFGS-B (``jac=True``)."""
+    x, y, target = _design(data)
 
     def objective(theta: np.ndarray) -> float:
         a, b, e, alpha, beta = theta
@@ -75,13 +90,55 @@ def reference(data: pl.DataFrame, starts: np.ndarray) -> tuple[float, float, flo
         ar = np.abs(r)
         return float(np.sum(np.where(ar <= DELTA, 0.5 * r * r, DELTA * (ar - 0.5 * DELTA))))
 
+    def with_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b, e, alpha, beta = theta
+        z0, z1 = a - alpha * x, b - beta * y
+        pred = np.logaddexp(np.logaddexp(z0, z1), e)
+        r = pred - target
+        ar = np.abs(r)
+        f = float(np.sum(np.where(ar <= DELTA, 0.5 * r * r, DELTA * (ar - 0.5 * DELTA))))
+        psi = np.clip(r, -DELTA, DELTA)
+        s0, s1, s2 = np.exp(z0 - pred), np.exp(z1 - pred), np.exp(e - pred)
+        grad = np.array(
+            [psi @ s0, psi @ s1, psi @ s2, -(psi * s0) @ x, -(psi * s1) @ y], dtype=float
+        )
+        return f, grad
+
     t, cpu = time.perf_counter(), time.process_time()
     best = np.inf
     for start in starts:
-        res = minimize(objective, start, method="L-BFGS-B")
+        if analytic:
+            res = minimize(with_grad, start, method="L-BFGS-B", jac=True)
+        else:
+            res = minimize(objective, start, method="L-BFGS-B")
         if res.success and res.fun < best:
             best = res.fun
     return time.perf_counter() - t, time.process_time() - cpu, best
+
+
+FLOOR = r"""
+import sys
+import numpy as np
+d = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)
+x, y, t = np.log(d[:, 0]), np.log(d[:, 1]), np.log(d[:, 2])
+a, b, e, al, be = np.load(sys.argv[2]).T[:, :, None]
+pred = np.logaddexp(np.logaddexp(a - al * x, b - be * y), e)
+ar = np.abs(pred - t)
+f = np.where(ar <= 1e-3, 0.5 * ar * ar, 1e-3 * (ar - 0.5e-3)).sum(axis=1)
+print(f.min())
+"""
+
+
+def floor(path: Path, grid_path: Path) -> tuple[float, float]:
+    """Python + numpy import + reading the CSV + one vectorised evaluation of the objective
+    at every start of the grid (saved as ``.npy``), in a fresh process: (wall, CPU) seconds."""
+    cmd = [sys.executable, "-c", FLOOR, str(path), str(grid_path)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy())
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def cli_fit(path: Path, bootstrap: int) -> tuple[float, float, dict]:
@@ -107,6 +164,38 @@ def cli_fit(path: Path, bootstrap: int) -> tuple[float, float, dict]:
     return wall, cpu, json.loads(out.stdout)
 
 
+def interleaved(data: pl.DataFrame, subset: np.ndarray, repeat: int) -> dict:
+    """Command, floor, numerical reference, analytic reference, ``repeat`` times in turn
+    (the references on consecutive slices of ``subset``): every side's wall and CPU times."""
+    out: dict = {k: [] for k in ("cli", "floor")} | {"num": [0.0, 0.0, np.inf]}
+    out["ana"] = [0.0, 0.0, np.inf]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, grid_path = Path(tmp) / "points.csv", Path(tmp) / "grid.npy"
+        data.write_csv(path)
+        np.save(grid_path, hoffmann_grid())
+        for chunk in np.array_split(subset, repeat):
+            wall, cpu, out["json"] = cli_fit(path, 0)
+            out["cli"].append((wall, cpu))
+            out["floor"].append(floor(path, grid_path))
+            for key, analytic in (("num", False), ("ana", True)):
+                wall, cpu, best = reference(data, chunk, analytic)
+                acc = out[key]
+                out[key] = [acc[0] + wall, acc[1] + cpu, min(acc[2], best)]
+        out["boot_cli"] = cli_fit(path, 1000)[0]
+    return out
+
+
+def engine_share(data: pl.DataFrame) -> tuple[float, float, float, dict]:
+    """In-process fit (wall, CPU: the engine's share of the command), the same with a
+    1000-resample bootstrap (wall), and the fit's diagnostics."""
+    t, cpu = time.perf_counter(), time.process_time()
+    fit = fit_chinchilla(data)
+    engine = (time.perf_counter() - t, time.process_time() - cpu)
+    t = time.perf_counter()
+    fit_chinchilla(data, n_bootstrap=1000, seed=0)
+    return *engine, time.perf_counter() - t, fit.diagnostics
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="CSV with params, tokens, loss (default synthetic)")
@@ -125,57 +214,53 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, OPENBLAS_NUM_THREADS="
         f"{os.environ['OPENBLAS_NUM_THREADS']}, load average {os.getloadavg()}"
     )
+    fit_chinchilla(data)  # warm the in-process side's imports
+    out = interleaved(data, subset, args.repeat)
+    eng_wall, eng_cpu, boot_sec, dg = engine_share(data)
+    report(out, len(grid) / k, k, len(grid), args.repeat, (eng_wall, eng_cpu, boot_sec, dg))
 
-    cli_wall, cli_cpu, ref_wall, ref_cpu, ref_best = [], [], 0.0, 0.0, np.inf
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "points.csv"
-        data.write_csv(path)
-        for chunk in np.array_split(subset, args.repeat):
-            wall, cpu, out = cli_fit(path, 0)
-            cli_wall.append(wall)
-            cli_cpu.append(cpu)
-            wall, cpu, best = reference(data, chunk)
-            ref_wall, ref_cpu, ref_best = ref_wall + wall, ref_cpu + cpu, min(ref_best, best)
-        boot_cli_sec, _, boot_out = cli_fit(path, 1000)
 
-    t = time.perf_counter()
-    fit = fit_chinchilla(data)
-    engine_sec = time.perf_counter() - t
-    t = time.perf_counter()
-    fit_chinchilla(data, n_bootstrap=1000, seed=0)
-    boot_sec = time.perf_counter() - t
-
-    scale = len(grid) / k
-    ref_full, ref_full_cpu = ref_wall * scale, ref_cpu * scale
-    cli_sec, cli_cpu_sec = float(np.median(cli_wall)), float(np.median(cli_cpu))
-    engine_best = out["objective"]
-    rel = abs(engine_best - ref_best) / ref_best
-    scaled = "" if k == len(grid) else f" (ran {k} random starts, scaled x{scale:.1f})"
+def report(out: dict, scale: float, k: int, n_grid: int, repeat: int, eng: tuple) -> None:
+    """Print the figures and ratios of :func:`main`'s run."""
+    cli_wall = float(np.median([w for w, _ in out["cli"]]))
+    cli_cpu = float(np.median([c for _, c in out["cli"]]))
+    fl_wall = float(np.median([w for w, _ in out["floor"]]))
+    fl_cpu = float(np.median([c for _, c in out["floor"]]))
+    scaled = "" if k == n_grid else f" (ran {k} random starts, scaled x{scale:.1f})"
+    engine_best = out["json"]["objective"]
+    for key, name in (("num", "numerical gradients"), ("ana", "analytic gradients")):
+        wall, cpu, best = out[key][0] * scale, out[key][1] * scale, out[key][2]
+        rel = abs(engine_best - best) / best
+        print(f"reference, {name}, full grid: {wall:8.1f} s wall, {cpu:.1f} s CPU{scaled}")
+        print(
+            f"  its best objective {best:.12g}; scalefit's {engine_best:.12g}: rel. diff. "
+            f"{rel:.2e} (scalefit lower: {engine_best <= best})"
+        )
+        print(
+            f"  speed-up of the command: {wall / cli_wall:7.1f} x wall, {cpu / cli_cpu:.1f} x CPU"
+        )
     print(
-        f"reference, full grid:           {ref_full:9.1f} s wall, {ref_full_cpu:.1f} s CPU{scaled}"
+        f"scalefit fit (CLI, full grid):  {cli_wall:6.2f} s wall, {cli_cpu:.2f} s CPU "
+        f"(median of {repeat}, process start included)"
     )
-    print(f"reference best objective:       {ref_best:.12g} (over the starts it ran)")
     print(
-        f"scalefit fit (CLI, full grid):  {cli_sec:9.2f} s wall, {cli_cpu_sec:.2f} s CPU "
-        f"(median of {args.repeat}, process start included)"
+        f"floor (python + numpy + CSV + one whole-grid evaluation): {fl_wall:.3f} s wall, "
+        f"{fl_cpu:.3f} s CPU (median of {repeat})"
     )
-    print(f"scalefit best objective:        {engine_best:.12g}")
-    print(f"objective relative difference:  {rel:.2e}  (engine lower: {engine_best <= ref_best})")
-    print(f"speed-up, CLI vs reference:     {ref_full / cli_sec:9.1f} x wall")
-    print(f"                                {ref_full_cpu / cli_cpu_sec:9.1f} x CPU time")
-    print(f"in-process grid fit:            {engine_sec:9.2f} s")
+    print(
+        f"  command / floor:            {cli_wall / fl_wall:6.2f} x wall, "
+        f"{cli_cpu / fl_cpu:.2f} x CPU"
+    )
+    eng_wall, eng_cpu, boot_sec, dg = eng
+    print(f"in-process grid fit (the engine's share): {eng_wall:.3f} s wall, {eng_cpu:.3f} s CPU")
     print(f"in-process fit + 1000 bootstrap:{boot_sec:9.2f} s")
-    print(f"CLI fit + 1000 bootstrap:       {boot_cli_sec:9.2f} s")
-    dg = fit.diagnostics
-    print(f"starts in best basin:           {dg['n_best_basin']} of {len(grid)}")
+    print(f"CLI fit + 1000 bootstrap:       {out['boot_cli']:9.2f} s")
+    print(f"starts in best basin:           {dg['n_best_basin']} of {n_grid}")
     print(
         f"starts converged / merged / abandoned: {dg['n_converged_starts']} / "
         f"{dg['n_merged_starts']} / {dg['n_abandoned_starts']}"
     )
     print(f"load average after the run:     {os.getloadavg()}")  # other jobs on the machine
-    print(
-        f"bootstrap refits not converged: {boot_out['diagnostics'].get('bootstrap_not_converged')}"
-    )
 
 
 if __name__ == "__main__":

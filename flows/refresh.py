@@ -12,10 +12,11 @@ with ``scalefit serve``, or as the deployment in ``prefect.yaml``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -25,27 +26,31 @@ from scalefit import pipeline, store
 from scalefit.config import Settings, load_settings
 
 # Steps write to the store, so none is cached. I/O steps retry once on a transient fault
-# (another process holding the DuckDB file past the store's own bounded wait, a full disk).
-_io = {"retries": 1, "retry_delay_seconds": 5, "cache_policy": NO_CACHE}
-table_counts = task(name="table_counts", cache_policy=NO_CACHE)(pipeline.table_counts)
-load_curated = task(name="load_curated", **_io)(pipeline.load_curated)
-refresh_upstreams = task(name="refresh_upstreams", **_io)(pipeline.refresh_upstreams)
-load_studies = task(name="load_studies", **_io)(pipeline.load_studies)
-ingest_logs = task(name="ingest_logs", **_io)(pipeline.ingest_folder)
-fit_projects = task(name="fit_projects", cache_policy=NO_CACHE)(pipeline.fit_projects)
-fit_law = task(name="refit_laws", **_io)(pipeline.fit_project)
-refresh_comparisons = task(name="refresh_comparisons", **_io)(pipeline.refresh_comparisons)
-write_reports = task(name="write_reports", **_io)(pipeline.write_reports)
-write_study_reports = task(name="write_study_reports", **_io)(pipeline.write_study_reports)
-comparisons_table = task(name="comparisons_table", cache_policy=NO_CACHE)(
-    pipeline.comparisons_table
-)
-fits_markdown = task(name="fits_markdown", cache_policy=NO_CACHE)(pipeline.fits_markdown)
+# (another process holding the DuckDB file past the store's own bounded wait, a full disk, a
+# download). A task run costs Prefect bookkeeping (API calls, events): reads that take
+# milliseconds (table counts, the list of projects, the artifacts' contents) are plain calls
+# in the flow, not tasks, and the comparisons and the reports are one task.
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _io_task(name: str, fn: Callable[P, R]) -> Task[P, R]:
+    """``fn`` as an I/O task ``name``: never cached, retried once after 5 s."""
+    return task(name=name, retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)(fn)
+
+
+load_curated = _io_task("load_curated", pipeline.load_curated)
+refresh_upstreams = _io_task("refresh_upstreams", pipeline.refresh_upstreams)
+load_studies = _io_task("load_studies", pipeline.load_studies)
+ingest_logs = _io_task("ingest_logs", pipeline.ingest_folder)
+fit_law = _io_task("refit_laws", pipeline.fit_project)
+compare_and_report = _io_task("compare_and_report", pipeline.compare_and_report)
+write_study_reports = _io_task("write_study_reports", pipeline.write_study_reports)
 
 
 def map_on_task_runner(
     fn: Callable[[fitting.BootstrapJob], fitting.BootstrapRefits],
-    jobs: Sequence[fitting.BootstrapJob],
+    jobs: Iterable[fitting.BootstrapJob],
 ) -> list[fitting.BootstrapRefits]:
     """A :data:`scalefit.fit.BootstrapMap` that runs each job as a ``bootstrap_job`` task on
     the current flow's task runner (threads, or a Dask cluster), in order. A job is pure
@@ -54,8 +59,12 @@ def map_on_task_runner(
     return [future.result() for future in job_task.map(list(jobs))]
 
 
-def task_runner_for(settings: Settings) -> TaskRunner:
-    """The task runner the ``[scale]`` settings ask for (see ``scalefit.config``)."""
+def task_runner_for(settings: Settings) -> TaskRunner[Any]:
+    """The task runner the ``[scale]`` settings ask for (see ``scalefit.config``).
+
+    Its future type is left open: the thread pool's (``PrefectConcurrentFuture``) and Dask's
+    (``PrefectDaskFuture``) differ, and ``Flow.with_options`` takes a
+    ``TaskRunner[PrefectFuture[Any]]`` whose future type is invariant."""
     workers = settings.workers or os.cpu_count() or 1
     if settings.task_runner == "dask":
         from prefect_dask import DaskTaskRunner  # the `dask` extra; checked by load_settings
@@ -74,10 +83,14 @@ def task_runner_for(settings: Settings) -> TaskRunner:
 
 
 def _run_each(
-    step: str, calls: dict[str, tuple], fn, errors: dict[str, str], **kwargs: object
-) -> dict:
+    step: str,
+    calls: dict[str, tuple[Any, ...]],
+    fn: Task[..., R],
+    errors: dict[str, str],
+    **kwargs: Any,
+) -> dict[str, R]:
     """Run ``fn`` once per item; a failed item is recorded in ``errors``, the rest go on."""
-    results = {}
+    results: dict[str, R] = {}
     for name, args in calls.items():
         state = fn(*args, **kwargs, return_state=True)
         if state.is_failed():
@@ -118,6 +131,98 @@ def fit_laws(
     return results, errors
 
 
+def _loads(
+    settings: Settings, datasets_dir: Path | None, errors: dict[str, str]
+) -> pipeline.RefreshSteps:
+    """The loading steps: curated data, upstream sources, studies, log folders."""
+    db = settings.db
+    curated = load_curated(db, datasets_dir)
+    upstreams = refresh_upstreams(db, datasets_dir, settings.cache, settings.offline)
+    studies = load_studies(db, datasets_dir, settings.mirror, settings.cache, settings.offline)
+    for u in upstreams:
+        _note_status("upstream", u.upstream, u.status, u.message, errors)
+    for s in studies:
+        _note_status("study", s.study, s.status, s.message, errors)
+    ingests = _run_each(
+        "ingest",
+        {str(folder): (db, folder, settings.project) for folder in settings.log_folders},
+        ingest_logs,
+        errors,
+    )
+    return {
+        "load_curated": curated,
+        "upstreams": upstreams,
+        "studies": studies,
+        "ingest": ingests,
+    }
+
+
+def _note_status(kind: str, name: str, status: str, message: str, errors: dict[str, str]) -> None:
+    """An upstream's or a study's error recorded in ``errors``; its warning logged."""
+    if status == "error":
+        errors[f"{kind}:{name}"] = message
+    elif status == "warning":
+        get_run_logger().warning("%s %s: %s", kind, name, message)
+
+
+def _fits(settings: Settings, errors: dict[str, str]) -> dict[str, pipeline.FitInfo]:
+    """The scheduled fits, in the ``fit-laws`` subflow (none: no subflow run)."""
+    fit_runs = {
+        f"{project}/{law}": (settings.db, project, law)
+        for project in pipeline.fit_projects(settings.db, settings.fit_where)
+        for law in settings.fit_laws
+    }
+    if not fit_runs:
+        return {}
+    # A subflow, so that its task runner (where the bootstrap jobs go) comes from the
+    # settings of this run, not from the decorator.
+    fit_stage = fit_laws.with_options(task_runner=task_runner_for(settings))
+    state = fit_stage(
+        fit_runs,
+        where=settings.fit_where,
+        n_bootstrap=settings.bootstrap,
+        seed=settings.seed,
+        resample=settings.resample,
+        jobs=settings.jobs,
+        points=settings.fit_points,
+        return_state=True,
+    )
+    if state.is_failed():  # e.g. a local Dask cluster could not start: keep the rest
+        errors["fit"] = str(state.message or "the fit-laws subflow failed")
+        return {}
+    fits, fit_errors = state.result()
+    errors.update(fit_errors)
+    for name, result in fits.items():
+        if result.status == "skipped":
+            get_run_logger().warning("fit %s skipped: %s", name, result.message)
+    return fits
+
+
+def _reports(
+    settings: Settings,
+    datasets_dir: Path | None,
+    steps: pipeline.RefreshSteps,
+    errors: dict[str, str],
+) -> None:
+    """Comparisons, reports, study reproductions, and the two artifacts."""
+    db = settings.db
+    steps["comparisons"], steps["reports"] = compare_and_report(db, settings.reports)
+    state = write_study_reports(
+        db, settings.reports, settings.bootstrap, settings.seed, datasets_dir, return_state=True
+    )
+    if state.is_failed():
+        errors["reproductions"] = str(state.message or "failed")
+    else:
+        steps["reproductions"] = state.result()
+    create_table_artifact(
+        key="scalefit-comparisons",
+        table=pipeline.comparisons_table(db),
+        description="Published models against the 20 tokens/param rule and Hoffmann et al. "
+        "approach 3 (all laws: the `comparisons` view).",
+    )
+    create_markdown_artifact(key="scalefit-fits", markdown=pipeline.fits_markdown(db))
+
+
 @flow(name="refresh", log_prints=False)
 def refresh(
     config_path: Path | None = None,
@@ -132,7 +237,6 @@ def refresh(
     Arguments given here override the settings (``SCALEFIT_*`` variables, then the config
     file, ``./scalefit.toml`` by default, whose defaults apply when it is absent).
     """
-    logger = get_run_logger()
     settings = load_settings(
         config_path,
         options={
@@ -143,83 +247,18 @@ def refresh(
         },
     )
     store.use_storage_version(settings.storage_version)
-    db, errors = settings.db, {}
-    before = table_counts(db)
-    steps: dict[str, object] = {"load_curated": load_curated(db, datasets_dir)}
-    upstreams = refresh_upstreams(db, datasets_dir, settings.cache, settings.offline)
-    steps["upstreams"] = upstreams
-    for result in upstreams:
-        if result.status == "error":
-            errors[f"upstream:{result.upstream}"] = result.message
-        elif result.status == "warning":
-            logger.warning("upstream %s: %s", result.upstream, result.message)
-    steps["studies"] = load_studies(
-        db, datasets_dir, settings.mirror, settings.cache, settings.offline
-    )
-    for result in steps["studies"]:
-        if result.status == "error":
-            errors[f"study:{result.study}"] = result.message
-        elif result.status == "warning":
-            logger.warning("study %s: %s", result.study, result.message)
-    steps["ingest"] = _run_each(
-        "ingest",
-        {str(folder): (db, folder, settings.project) for folder in settings.log_folders},
-        ingest_logs,
-        errors,
-    )
-    fit_runs = {
-        f"{project}/{law}": (db, project, law)
-        for project in fit_projects(db, settings.fit_where)
-        for law in settings.fit_laws
-    }
-    if fit_runs:
-        # A subflow, so that its task runner (where the bootstrap jobs go) comes from the
-        # settings of this run, not from the decorator.
-        fit_stage = fit_laws.with_options(task_runner=task_runner_for(settings))
-        state = fit_stage(
-            fit_runs,
-            where=settings.fit_where,
-            n_bootstrap=settings.bootstrap,
-            seed=settings.seed,
-            resample=settings.resample,
-            jobs=settings.jobs,
-            points=settings.fit_points,
-            return_state=True,
-        )
-        if state.is_failed():  # e.g. a local Dask cluster could not start: keep the rest
-            steps["fits"] = {}
-            errors["fit"] = str(state.message or "the fit-laws subflow failed")
-        else:
-            steps["fits"], fit_errors = state.result()
-            errors.update(fit_errors)
-    else:
-        steps["fits"] = {}
-    for name, result in steps["fits"].items():
-        if result.status == "skipped":
-            logger.warning("fit %s skipped: %s", name, result.message)
-    steps["comparisons"] = refresh_comparisons(db)
-    steps["reports"] = write_reports(db, settings.reports)
-    state = write_study_reports(
-        db, settings.reports, settings.bootstrap, settings.seed, datasets_dir, return_state=True
-    )
-    if state.is_failed():
-        errors["reproductions"] = str(state.message or "failed")
-    else:
-        steps["reproductions"] = state.result()
-    create_table_artifact(
-        key="scalefit-comparisons",
-        table=comparisons_table(db),
-        description="Published models against the 20 tokens/param rule and Hoffmann et al. "
-        "approach 3 (all laws: the `comparisons` view).",
-    )
-    create_markdown_artifact(key="scalefit-fits", markdown=fits_markdown(db))
+    errors: dict[str, str] = {}
+    before = pipeline.table_counts(settings.db)
+    steps = _loads(settings, datasets_dir, errors)
+    steps["fits"] = _fits(settings, errors)
+    _reports(settings, datasets_dir, steps, errors)
     info = pipeline.RefreshInfo(
-        db_path=Path(db),
+        db_path=Path(settings.db),
         reports_dir=Path(settings.reports),
         counts_before=before,
-        counts_after=table_counts(db),
+        counts_after=pipeline.table_counts(settings.db),
         steps=steps,
         errors=errors,
     )
-    logger.info(info.summary())
+    get_run_logger().info(info.summary())
     return info

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scalefit.pipeline import RefreshInfo
 from scalefit.schedule import next_runs
 
 from .refresh import refresh
@@ -35,23 +35,23 @@ DEPLOYMENT_NAME = "scalefit-serve"
 """Name of the deployment ``scalefit serve`` registers (``prefect.yaml``'s is another)."""
 
 
-def has_prefect_server() -> bool:
-    """True when a Prefect API (server or Cloud) is configured."""
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
-
-
 def build_deployment(cron: str, timezone: str, config_path: Path | None) -> RunnerDeployment:
     """The deployment ``scalefit serve`` registers: the refresh flow on ``cron`` in ``timezone``."""
+    from prefect.deployments.runner import RunnerDeployment
     from prefect.schedules import Cron
 
-    return refresh.to_deployment(
+    deployment = refresh.to_deployment(
         name=DEPLOYMENT_NAME,
         schedules=[Cron(cron, timezone=timezone)],
         parameters={"config_path": str(config_path) if config_path else None},
         description="scalefit refresh on a schedule (scalefit serve)",
     )
+    # Prefect dispatches on the caller: a coroutine inside an event loop, the deployment in
+    # synchronous code (``scalefit serve``, the tests).
+    if not isinstance(deployment, RunnerDeployment):
+        deployment.close()
+        raise RuntimeError("build_deployment is synchronous: call it outside an event loop")
+    return deployment
 
 
 def serve_with_server(cron: str, timezone: str, config_path: Path | None) -> None:
@@ -82,7 +82,7 @@ def serve_locally(
     *,
     max_runs: int | None = None,
     on_schedule: Callable[[dt.datetime], None] | None = None,
-    on_run: Callable[[object], None] | None = None,
+    on_run: Callable[[RefreshInfo | None], None] | None = None,
 ) -> int:
     """Run the flow at every cron time, in Prefect's ephemeral mode; returns runs done.
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -47,10 +48,12 @@ from .errors import AllocationUnavailableError
 from .laws import (
     MUENNIGHOFF_R_D_STAR,
     Law,
+    LossLaw,
     break_even_inference_tokens,
     data_constrained_form,
     effective_tokens,
     law_from_parameters,
+    training_flops,
 )
 from .load.validate import empty_frame
 from .schemas import TABLES, ComparisonSchema
@@ -149,108 +152,177 @@ def compare_models(models: pl.DataFrame, laws: pl.DataFrame) -> pl.DataFrame:
     polars.DataFrame
         Rows shaped like ``comparison_results`` (see ``schemas/comparisons.py``).
     """
-    n = models["params"].to_numpy().astype(float)
-    n_active = models["active_params"].to_numpy().astype(float)
-    d = models["tokens"].to_numpy().astype(float)
-    n_ne = _column(models, "non_embedding_params")
-    unique = _column(models, "unique_tokens")
-    published = _column(models, "training_flops")
-    if "flops_is_estimate" in models.columns:
-        estimate = models["flops_is_estimate"].fill_null(True).to_numpy().astype(bool)
-        published = np.where(estimate, np.nan, published)
-    else:
-        published = np.full(n.size, np.nan)
-    if "architecture" in models.columns:
-        notes = [MOE_NOTE if a == "moe" else None for a in models["architecture"].to_list()]
-    else:
-        notes = [None] * n.size
-    has_unique = np.isfinite(unique)
-    epochs = np.where(has_unique, d / unique, np.nan)
-    d_eff = np.full(n.size, np.nan)
-    if has_unique.any():
-        d_eff[has_unique] = effective_tokens(
-            d[has_unique], unique[has_unique], MUENNIGHOFF_R_D_STAR
-        )
-    flops_6nd = 6.0 * n * d
-    has_published = np.isfinite(published)
-    flops = np.where(has_published, published, flops_6nd)
-    source = np.where(has_published, "published", "6ND")
-    frames = []
-    for row, law in allocating_laws(laws):
-        opt = law.allocation(flops)
-        opt_active = law.allocation(6.0 * n_active * d)
-        has_loss = hasattr(law, "loss")
-        opt_n = np.asarray(opt.params, dtype=float)
-        opt_d = np.asarray(opt.tokens, dtype=float)
-        opt_tpp = opt_d / opt_n
-        opt_active_d = np.asarray(opt_active.tokens, dtype=float)
-        with np.errstate(all="ignore"):
-            if has_loss:
-                be = _positive_or_nan(break_even_inference_tokens(law, n, d))
-                be_active = _positive_or_nan(break_even_inference_tokens(law, n_active, d))
-                predicted = np.asarray(law.loss(n, d), dtype=float)
-                optimal = np.asarray(law.loss(opt_n, opt_d), dtype=float)
-            else:
-                be = be_active = predicted = optimal = np.full(n.size, np.nan)
-            dc_loss = np.full(n.size, np.nan)
-            dc_law = data_constrained_form(law)
-            if dc_law is not None and has_unique.any():
-                dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], unique[has_unique])
-            ratio_ne = _tokens_per_param_ratio(law, n_ne, d, 6.0 * n_ne * d)
-            opt_6nd = law.allocation(flops_6nd)
-            excess_6nd = d / np.asarray(opt_6nd.tokens, dtype=float)
-            # the loss cost compares (N, D) with the optimum on its own iso-compute curve
-            # N D = C / 6, in the law's accounting: never negative
-            loss_cost = (
-                predicted - np.asarray(law.loss(opt_6nd.params, opt_6nd.tokens), dtype=float)
-                if has_loss
-                else np.full(n.size, np.nan)
-            )
-        frames.append(
-            pl.DataFrame(
-                {
-                    "model_id": models["model_id"],
-                    "law_id": row["law_id"],
-                    "law_form": row["form"],
-                    "flops": flops,
-                    "flops_source": source,
-                    "flops_6nd": flops_6nd,
-                    "tokens_per_param": d / n,
-                    "tokens_per_active_param": d / n_active,
-                    "optimal_params": opt_n,
-                    "optimal_tokens": opt_d,
-                    "optimal_tokens_per_param": opt_tpp,
-                    "token_excess": d / opt_d,
-                    "size_ratio": n / opt_n,
-                    "tokens_per_param_ratio": (d / n) / opt_tpp,
-                    "loss_cost": loss_cost,
-                    "flops_active": 6.0 * n_active * d,
-                    "optimal_params_active": opt_active.params,
-                    "optimal_tokens_active": opt_active_d,
-                    "token_excess_active": d / opt_active_d,
-                    "size_ratio_active": n_active / np.asarray(opt_active.params, dtype=float),
-                    "tokens_per_param_ratio_active": (d / n_active)
-                    / np.asarray(opt_active.tokens_per_param),
-                    "predicted_loss": predicted,
-                    "optimal_loss": optimal,
-                    "param_convention": "total",
-                    "break_even_inference_tokens": be,
-                    "break_even_inference_tokens_active": be_active,
-                    "tokens_per_non_embedding_param": d / n_ne,
-                    "tokens_per_param_ratio_non_embedding": ratio_ne,
-                    "published_flops_over_6nd": published / (6.0 * n_active * d),
-                    "token_excess_6nd": excess_6nd,
-                    "unique_tokens": unique,
-                    "epochs": epochs,
-                    "effective_tokens": d_eff,
-                    "data_constrained_loss": dc_loss,
-                    "notes": pl.Series(notes, dtype=pl.String),
-                },
-            ).fill_nan(None)
-        )
+    inputs = _Models.of(models)
+    frames = [
+        _law_frame(inputs, row["law_id"], row["form"], law) for row, law in allocating_laws(laws)
+    ]
     if not frames:
         return empty_frame(ComparisonSchema)
     return pl.concat(frames)
+
+
+@dataclass(frozen=True)
+class _Models:
+    """The models' counts as float arrays (NaN where unknown), and what follows from them
+    under no law: compute, epochs and effective data."""
+
+    ids: pl.Series
+    n: np.ndarray
+    n_active: np.ndarray
+    d: np.ndarray
+    n_ne: np.ndarray
+    """Non-embedding parameters."""
+    unique: np.ndarray
+    """Unique tokens (a repeated corpus)."""
+    published: np.ndarray
+    """Training FLOPs the model's source gives (not an estimate)."""
+    notes: list[str | None]
+    flops_6nd: np.ndarray
+    flops: np.ndarray
+    """Published where known, else ``6 N D``."""
+    flops_source: np.ndarray
+    epochs: np.ndarray
+    effective_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, models: pl.DataFrame) -> _Models:
+        n = models["params"].to_numpy().astype(float)
+        d = models["tokens"].to_numpy().astype(float)
+        unique = _column(models, "unique_tokens")
+        published = _column(models, "training_flops")
+        if "flops_is_estimate" in models.columns:
+            estimate = models["flops_is_estimate"].fill_null(True).to_numpy().astype(bool)
+            published = np.where(estimate, np.nan, published)
+        else:
+            published = np.full(n.size, np.nan)
+        if "architecture" in models.columns:
+            notes = [MOE_NOTE if a == "moe" else None for a in models["architecture"].to_list()]
+        else:
+            notes = [None] * n.size
+        has_unique = np.isfinite(unique)
+        d_eff = np.full(n.size, np.nan)
+        if has_unique.any():
+            d_eff[has_unique] = effective_tokens(
+                d[has_unique], unique[has_unique], MUENNIGHOFF_R_D_STAR
+            )
+        flops_6nd = training_flops(n, d)
+        has_published = np.isfinite(published)
+        return cls(
+            ids=models["model_id"],
+            n=n,
+            n_active=models["active_params"].to_numpy().astype(float),
+            d=d,
+            n_ne=_column(models, "non_embedding_params"),
+            unique=unique,
+            published=published,
+            notes=notes,
+            flops_6nd=flops_6nd,
+            flops=np.where(has_published, published, flops_6nd),
+            flops_source=np.where(has_published, "published", "6ND"),
+            epochs=np.where(has_unique, d / unique, np.nan),
+            effective_tokens=d_eff,
+        )
+
+
+def _law_frame(m: _Models, law_id: str, form: str, law: Law) -> pl.DataFrame:
+    """The rows of ``comparison_results`` of every model under one law."""
+    n, n_active, d = m.n, m.n_active, m.d
+    flops_active = training_flops(n_active, d)
+    opt = law.allocation(m.flops)
+    opt_active = law.allocation(flops_active)
+    opt_n = np.asarray(opt.params, dtype=float)
+    opt_d = np.asarray(opt.tokens, dtype=float)
+    opt_tpp = opt_d / opt_n
+    opt_active_d = np.asarray(opt_active.tokens, dtype=float)
+    with np.errstate(all="ignore"):
+        beyond = _beyond_allocation(m, law, opt_n, opt_d)
+    return pl.DataFrame(
+        {
+            "model_id": m.ids,
+            "law_id": law_id,
+            "law_form": form,
+            "flops": m.flops,
+            "flops_source": m.flops_source,
+            "flops_6nd": m.flops_6nd,
+            "tokens_per_param": d / n,
+            "tokens_per_active_param": d / n_active,
+            "optimal_params": opt_n,
+            "optimal_tokens": opt_d,
+            "optimal_tokens_per_param": opt_tpp,
+            "token_excess": d / opt_d,
+            "size_ratio": n / opt_n,
+            "tokens_per_param_ratio": (d / n) / opt_tpp,
+            "loss_cost": beyond["loss_cost"],
+            "flops_active": flops_active,
+            "optimal_params_active": opt_active.params,
+            "optimal_tokens_active": opt_active_d,
+            "token_excess_active": d / opt_active_d,
+            "size_ratio_active": n_active / np.asarray(opt_active.params, dtype=float),
+            "tokens_per_param_ratio_active": (d / n_active)
+            / np.asarray(opt_active.tokens_per_param),
+            "predicted_loss": beyond["predicted_loss"],
+            "optimal_loss": beyond["optimal_loss"],
+            "param_convention": "total",
+            "break_even_inference_tokens": beyond["break_even_inference_tokens"],
+            "break_even_inference_tokens_active": beyond["break_even_inference_tokens_active"],
+            "tokens_per_non_embedding_param": d / m.n_ne,
+            "tokens_per_param_ratio_non_embedding": beyond["tokens_per_param_ratio_non_embedding"],
+            "published_flops_over_6nd": m.published / flops_active,
+            "token_excess_6nd": beyond["token_excess_6nd"],
+            "unique_tokens": m.unique,
+            "epochs": m.epochs,
+            "effective_tokens": m.effective_tokens,
+            "data_constrained_loss": beyond["data_constrained_loss"],
+            "notes": pl.Series(m.notes, dtype=pl.String),
+        },
+    ).fill_nan(None)
+
+
+def _beyond_allocation(
+    m: _Models, law: Law, opt_n: np.ndarray, opt_d: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The measures that need more of ``law`` than its allocation at the models' compute
+    (``opt_n``, ``opt_d``): losses (NaN for a law without one), break-even inference
+    demand, data-constrained loss, and the readings at non-embedding parameters and at
+    ``6 N D``; by their ``comparison_results`` column names."""
+    n, n_active, d, nan = m.n, m.n_active, m.d, np.full(m.n.size, np.nan)
+    out = dict.fromkeys(
+        (
+            "break_even_inference_tokens",
+            "break_even_inference_tokens_active",
+            "predicted_loss",
+            "optimal_loss",
+            "loss_cost",
+        ),
+        nan,
+    )
+    opt_6nd = law.allocation(m.flops_6nd)
+    if isinstance(law, LossLaw):
+        predicted = np.asarray(law.loss(n, d), dtype=float)
+        out = {
+            "break_even_inference_tokens": _positive_or_nan(break_even_inference_tokens(law, n, d)),
+            "break_even_inference_tokens_active": _positive_or_nan(
+                break_even_inference_tokens(law, n_active, d)
+            ),
+            "predicted_loss": predicted,
+            "optimal_loss": np.asarray(law.loss(opt_n, opt_d), dtype=float),
+            # the loss cost compares (N, D) with the optimum on its own iso-compute curve
+            # N D = C / 6, in the law's accounting: never negative
+            "loss_cost": predicted
+            - np.asarray(law.loss(opt_6nd.params, opt_6nd.tokens), dtype=float),
+        }
+    dc_loss = np.full(n.size, np.nan)
+    dc_law = data_constrained_form(law)
+    has_unique = np.isfinite(m.unique)
+    if dc_law is not None and has_unique.any():
+        dc_loss[has_unique] = dc_law.loss(n[has_unique], d[has_unique], m.unique[has_unique])
+    ratio_ne = _tokens_per_param_ratio(law, m.n_ne, d, training_flops(m.n_ne, d))
+    return {
+        **out,
+        "data_constrained_loss": dc_loss,
+        "tokens_per_param_ratio_non_embedding": ratio_ne,
+        "token_excess_6nd": d / np.asarray(opt_6nd.tokens, dtype=float),
+    }
 
 
 VIEW_MODEL_COLUMNS = (
@@ -320,7 +392,7 @@ def frontier(laws: pl.DataFrame, flops: np.ndarray = FRONTIER_FLOPS) -> pl.DataF
                     "optimal_params": np.asarray(opt.params, dtype=float),
                     "optimal_tokens": np.asarray(opt.tokens, dtype=float),
                     "tokens_per_param": np.asarray(opt.tokens_per_param, dtype=float),
-                    "loss": law.loss(opt.params, opt.tokens) if hasattr(law, "loss") else None,
+                    "loss": law.loss(opt.params, opt.tokens) if isinstance(law, LossLaw) else None,
                     "law_caveat": row.get("caveat"),
                 },
                 schema_overrides={"loss": pl.Float64, "law_caveat": pl.String},

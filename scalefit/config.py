@@ -290,7 +290,7 @@ class Settings(BaseModel):
         if not value.strip():
             return value
         from .errors import QueryError
-        from .store import check_predicate  # imported only when there is a predicate
+        from .user_sql import check_predicate  # imported only when there is a predicate
 
         try:
             return check_predicate(value)

@@ -52,10 +52,10 @@ def _selected_runs(
     run_ids: Sequence[str] | None,
 ) -> tuple[str, list[Any]]:
     """SQL of the selected ``runs`` rows and its parameters: the user's predicate is
-    evaluated once (:func:`scalefit.store.run_ids_where`) and only matching ids travel on."""
-    from . import store
+    evaluated once (:func:`scalefit.user_sql.run_ids_where`) and only matching ids travel on."""
+    from . import user_sql
 
-    ids = store.run_ids_where(con, where) if where and where.strip() else None
+    ids = user_sql.run_ids_where(con, where) if where and where.strip() else None
     if run_ids is not None:
         wanted = set(run_ids)
         ids = [i for i in (ids if ids is not None else run_ids) if i in wanted]
@@ -86,10 +86,10 @@ def select_runs(
     ----------
     con
         An open store connection; with ``where``, one from
-        :func:`scalefit.store.connect_locked` (the predicate is a user's SQL).
+        :func:`scalefit.user_sql.connect_locked` (the predicate is a user's SQL).
     where
         Predicate on the ``runs`` columns (e.g. ``"project = 'sweep'"``); default all. It is
-        checked and evaluated on ``con`` (:func:`scalefit.store.run_ids_where`) and only
+        checked and evaluated on ``con`` (:func:`scalefit.user_sql.run_ids_where`) and only
         the matching run ids are used from then on.
     metric
         Observation metric every run must use; default per run, the first it has of

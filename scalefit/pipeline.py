@@ -10,14 +10,32 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
-from . import compare, fit_store, report, store, study_reports
+from . import compare, fit_store, report, store, study_reports, user_sql
 from . import fit as fitting
 from .errors import FitError
 from .load import curated, studies, upstream
 from .load import logs as ingest
 
 log = logging.getLogger(__name__)
+
+
+class RefreshSteps(TypedDict, total=False):
+    """Each step's result in a refresh (:attr:`RefreshInfo.steps`); a step that failed as a
+    whole (the study reports) is missing, and named in :attr:`RefreshInfo.errors`."""
+
+    load_curated: curated.CuratedLoadInfo
+    upstreams: list[upstream.UpstreamInfo]
+    studies: list[studies.StudyStatus]
+    ingest: dict[str, ingest.IngestReport]
+    """By log folder."""
+    fits: dict[str, FitInfo]
+    """By ``project/law``."""
+    comparisons: int
+    """Rows of the ``comparisons`` view."""
+    reports: report.ReportInfo
+    reproductions: study_reports.StudyReportInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,7 @@ class RefreshInfo:
     reports_dir: Path
     counts_before: dict[str, int]
     counts_after: dict[str, int]
-    steps: dict[str, object] = field(default_factory=dict)
+    steps: RefreshSteps = field(default_factory=lambda: RefreshSteps())
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,10 +131,10 @@ def fit_projects(db_path: Path, where: str = "") -> list[str]:
     Each project is fitted on its own: runs of different projects (a paper's sweep, your
     model family) come from different data and tokenizers and need not share a law.
     """
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         # The predicate (a user's SQL) is checked and evaluated on the locked connection;
         # only the ids it selects are used from here on.
-        ids = store.run_ids_where(con, where)
+        ids = user_sql.run_ids_where(con, where)
         if ids is None:
             rows = store.run(con, "SELECT DISTINCT project FROM runs ORDER BY 1")
         else:
@@ -158,7 +176,7 @@ def fit_project(
     written in one transaction. Refitting unchanged data with unchanged settings writes
     nothing new (the fit id is derived from both).
     """
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         selection = fit_store.select_runs(con, where=where, project=project, points=points)
     for message in selection.warnings:
         log.warning("fit of %s to project %s: %s", law, project, message)
@@ -211,8 +229,14 @@ def write_reports(db_path: Path, reports_dir: Path) -> report.ReportInfo:
     locked read-only connection."""
     with store.connect(db_path):
         pass
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         return report.write_reports(con, reports_dir)
+
+
+def compare_and_report(db_path: Path, reports_dir: Path) -> tuple[int, report.ReportInfo]:
+    """:func:`refresh_comparisons`, then :func:`write_reports`: one step of the refresh (the
+    reports read the comparisons just written); returns both results."""
+    return refresh_comparisons(db_path), write_reports(db_path, reports_dir)
 
 
 def comparisons_table(db_path: Path, law_ids: tuple[str, ...] | None = None) -> list[dict]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .laws import (
     DataConstrainedLaw,
     FittedLaw,
     Law,
+    LossLaw,
     data_constrained_form,
     inference_optimal_allocation,
 )
@@ -83,8 +84,8 @@ class PlanPoint:
     @property
     def saving_fraction(self) -> float | None:
         """``saving_flops / compute_optimal_total_flops``."""
-        s = self.saving_flops
-        return None if s is None else s / self.compute_optimal_total_flops
+        s, reference = self.saving_flops, self.compute_optimal_total_flops
+        return None if s is None or reference is None else s / reference
 
     def quantities(self) -> dict[str, float | None]:
         """The point's quantities by name (what ``--json`` prints, without ``ci``)."""
@@ -100,7 +101,9 @@ class PlanPoint:
             out.update(
                 inference_tokens=self.inference_tokens,
                 training_flops=self.training_flops,
-                inference_flops=2.0 * self.params * self.inference_tokens,
+                inference_flops=None
+                if self.inference_tokens is None
+                else 2.0 * self.params * self.inference_tokens,
                 total_flops=self.total_flops,
                 compute_optimal_total_flops=self.compute_optimal_total_flops,
                 saving_flops=self.saving_flops,
@@ -172,7 +175,7 @@ def _point_estimates(
 ) -> tuple[PlanPoint, PlanPoint | None, PlanPoint | None]:
     opt = law.allocation(flops)
     n, d = float(opt.params), float(opt.tokens)
-    loss = float(law.loss(n, d)) if hasattr(law, "loss") else None
+    loss = float(law.loss(n, d)) if isinstance(law, LossLaw) else None
     compute = PlanPoint(params=n, tokens=d, loss=loss)
     constrained = None
     base_law, base_point, unique = law, compute, None
@@ -190,34 +193,56 @@ def _point_estimates(
         base_law, base_point, unique = dc, constrained, unique_tokens
     aware = None
     if inference_tokens is not None:
-        if base_point.loss is None:
-            raise AllocationUnavailableError(
-                f"law form `{law.form}` predicts no loss: the inference-aware optimum needs a "
-                "law with a parametric loss (e.g. `chinchilla`)"
-            )
-        target = base_point.loss if target_loss is None else target_loss
-        best = inference_optimal_allocation(
-            base_law, target, inference_tokens, unique_tokens=unique
-        )
-        if target_loss is None:
-            ref_n, ref_d = base_point.params, base_point.tokens
-        else:
-            ref = inference_optimal_allocation(base_law, target, 0.0, unique_tokens=unique)
-            ref_n, ref_d = ref.params, ref.tokens
-        aware = PlanPoint(
-            params=best.params,
-            tokens=best.tokens,
-            loss=best.loss,
-            epochs=None if unique is None else best.tokens / unique,
-            unique_tokens=unique,
-            inference_tokens=inference_tokens,
-            total_flops=best.total_flops,
-            compute_optimal_total_flops=6.0 * ref_n * ref_d + 2.0 * ref_n * inference_tokens,
-        )
+        aware = _inference_aware(base_law, base_point, unique, inference_tokens, target_loss)
     return compute, constrained, aware
 
 
-def _with_ci(point: PlanPoint | None, draws: list[PlanPoint | None], level: float) -> Any:
+def _inference_aware(
+    law: Law,
+    base: PlanPoint,
+    unique_tokens: float | None,
+    inference_tokens: float,
+    target_loss: float | None,
+) -> PlanPoint:
+    """The least-total-compute choice reaching ``target_loss`` (default the loss of
+    ``base``, the compute-optimal or data-constrained choice under ``law``) while serving
+    ``inference_tokens``, against ``base``'s total compute for the same target."""
+    if base.loss is None:
+        raise AllocationUnavailableError(
+            f"law form `{law.form}` predicts no loss: the inference-aware optimum needs a "
+            "law with a parametric loss (e.g. `chinchilla`)"
+        )
+    target = base.loss if target_loss is None else target_loss
+    best = inference_optimal_allocation(law, target, inference_tokens, unique_tokens=unique_tokens)
+    if target_loss is None:
+        ref_n, ref_d = base.params, base.tokens
+    else:
+        ref = inference_optimal_allocation(law, target, 0.0, unique_tokens=unique_tokens)
+        ref_n, ref_d = ref.params, ref.tokens
+    return PlanPoint(
+        params=best.params,
+        tokens=best.tokens,
+        loss=best.loss,
+        epochs=None if unique_tokens is None else best.tokens / unique_tokens,
+        unique_tokens=unique_tokens,
+        inference_tokens=inference_tokens,
+        total_flops=best.total_flops,
+        compute_optimal_total_flops=6.0 * ref_n * ref_d + 2.0 * ref_n * inference_tokens,
+    )
+
+
+@overload
+def _with_ci(point: PlanPoint, draws: list[PlanPoint | None], level: float) -> PlanPoint: ...
+@overload
+def _with_ci(point: None, draws: list[PlanPoint | None], level: float) -> None: ...
+@overload
+def _with_ci(
+    point: PlanPoint | None, draws: list[PlanPoint | None], level: float
+) -> PlanPoint | None: ...
+def _with_ci(
+    point: PlanPoint | None, draws: list[PlanPoint | None], level: float
+) -> PlanPoint | None:
+    """``point`` with percentile intervals at ``level`` over the resampled ``draws``."""
     if point is None:
         return None
     q = (1.0 - level) / 2.0
@@ -287,31 +312,11 @@ def plan_budget(
     >>> f"saves {p.inference_aware.saving_fraction:.0%} of total compute"
     'saves 56% of total compute'
     """
-    _check_positive("flops", flops)
-    _check_positive("unique_tokens", unique_tokens)
-    _check_positive("inference_tokens", inference_tokens, allow_zero=True)
-    _check_positive("target_loss", target_loss)
-    if not (isinstance(confidence_level, int | float) and 0 < confidence_level < 1):
-        raise PlanError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}")
-    if sample_laws is None and hasattr(law, "sample_laws") and hasattr(law, "law"):
-        sample_laws = law.sample_laws() if law.n_bootstrap else []
-    value = law.law if hasattr(law, "sample_laws") and hasattr(law, "law") else law
+    _check_inputs(flops, unique_tokens, inference_tokens, target_loss, confidence_level)
+    value, samples = _law_and_samples(law, sample_laws)
     points = _point_estimates(value, flops, unique_tokens, inference_tokens, target_loss)
-    notes = []
-    if unique_tokens is not None and not isinstance(value, DataConstrainedLaw):
-        notes.append(
-            f"data-constrained: the law extended with Muennighoff et al. (2023)'s decay "
-            f"constants R_D* = {MUENNIGHOFF_R_D_STAR}, R_N* = {MUENNIGHOFF_R_N_STAR} "
-            "(fitted on C4)"
-        )
-    if inference_tokens is not None:
-        notes.append(
-            "inference-aware: minimises 6 N D + 2 N D_inference at the target loss "
-            "(Sardana et al. 2023); inference_tokens is the lifetime total"
-        )
-    samples = list(sample_laws or [])
     if samples:
-        draws = []
+        draws: list[tuple[PlanPoint | None, ...]] = []
         for s in samples:
             try:
                 draws.append(
@@ -319,12 +324,11 @@ def plan_budget(
                 )
             except (AllocationUnavailableError, ValueError, FloatingPointError):
                 draws.append((None, None, None))
-        points = tuple(
-            _with_ci(p, [d[i] for d in draws], confidence_level) for i, p in enumerate(points)
-        )
-        notes.append(
-            f"intervals: {confidence_level:.0%} percentile intervals over {len(samples)} "
-            "bootstrap resamples of the fit"
+        compute, constrained, aware = points
+        points = (
+            _with_ci(compute, [d[0] for d in draws], confidence_level),
+            _with_ci(constrained, [d[1] for d in draws], confidence_level),
+            _with_ci(aware, [d[2] for d in draws], confidence_level),
         )
     compute, constrained, aware = points
     return Plan(
@@ -336,5 +340,61 @@ def plan_budget(
         inference_aware=aware,
         confidence_level=confidence_level if samples else None,
         n_samples=len(samples),
-        notes=tuple(notes),
+        notes=_notes(value, unique_tokens, inference_tokens, confidence_level, len(samples)),
     )
+
+
+def _check_inputs(
+    flops: float,
+    unique_tokens: float | None,
+    inference_tokens: float | None,
+    target_loss: float | None,
+    confidence_level: float,
+) -> None:
+    _check_positive("flops", flops)
+    _check_positive("unique_tokens", unique_tokens)
+    _check_positive("inference_tokens", inference_tokens, allow_zero=True)
+    _check_positive("target_loss", target_loss)
+    if not (isinstance(confidence_level, int | float) and 0 < confidence_level < 1):
+        raise PlanError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}")
+
+
+def _law_and_samples(
+    law: Law | FittedLaw, sample_laws: Sequence[Law] | None
+) -> tuple[Law, list[Law]]:
+    """The law value to plan with and the resampled laws for intervals: a
+    :class:`~scalefit.fit.LawFit` gives its law and, unless ``sample_laws`` are given, its
+    bootstrap laws."""
+    if not isinstance(law, FittedLaw):
+        return law, list(sample_laws or [])
+    if sample_laws is None:
+        sample_laws = law.sample_laws() if law.n_bootstrap else []
+    return law.law, list(sample_laws)
+
+
+def _notes(
+    law: Law,
+    unique_tokens: float | None,
+    inference_tokens: float | None,
+    confidence_level: float,
+    n_samples: int,
+) -> tuple[str, ...]:
+    """What a reader of the plan must know about how each choice was made."""
+    notes = []
+    if unique_tokens is not None and not isinstance(law, DataConstrainedLaw):
+        notes.append(
+            f"data-constrained: the law extended with Muennighoff et al. (2023)'s decay "
+            f"constants R_D* = {MUENNIGHOFF_R_D_STAR}, R_N* = {MUENNIGHOFF_R_N_STAR} "
+            "(fitted on C4)"
+        )
+    if inference_tokens is not None:
+        notes.append(
+            "inference-aware: minimises 6 N D + 2 N D_inference at the target loss "
+            "(Sardana et al. 2023); inference_tokens is the lifetime total"
+        )
+    if n_samples:
+        notes.append(
+            f"intervals: {confidence_level:.0%} percentile intervals over {n_samples} "
+            "bootstrap resamples of the fit"
+        )
+    return tuple(notes)

@@ -15,10 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +26,10 @@ import pyarrow.parquet as pq
 import scalefit
 
 from . import compare, plots, store
+from ._files import atomic_path
 from .errors import ReportError
 from .fit_select import POINT_COLUMNS_SQL
-from .laws import Law
+from .laws import Law, LossLaw
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +69,6 @@ class ReportInfo:
     """File name -> rows (Parquet) or bytes (plots)."""
     not_compared: dict[str, str] = field(default_factory=dict)
     """Law id -> why the law is not in ``comparisons`` and ``frontier`` (it cannot allocate)."""
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp makes the file private; a report is for everyone the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def frame_sha256(frame: pl.DataFrame) -> str:
@@ -213,11 +192,11 @@ def fit_parameters(fits: pl.DataFrame) -> pl.DataFrame:
     return FitParameterSchema.validate(pl.DataFrame(rows, schema=schema, orient="row"))
 
 
-def _float(value: object) -> float | None:
+def _float(value: str | float | None) -> float | None:
     """A JSON number as a float; None for null or non-finite text such as ``"NaN"``."""
     if value is None:
         return None
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     return number if number == number and abs(number) != float("inf") else None
 
 
@@ -419,6 +398,56 @@ def _fit_title(row: dict) -> str:
     return f"{row['law_id']}: {procedure}, fitted to {data}"
 
 
+@dataclass(frozen=True)
+class _FitLook:
+    """What every plot of a fit shows beside its points and law."""
+
+    title: str
+    sample_laws: list[Law]
+    level: float
+    caveat: str | None
+
+
+def _draw_fit(row: dict, points: pl.DataFrame, law: Law, path: Path, look: _FitLook) -> bool:
+    """Draw the fit of ``row`` (a ``laws`` row joined to its ``fits`` row) as its procedure
+    calls for; False when its law form has no data plot."""
+    if row["procedure"] == "isoflop":
+        plots.plot_isoflop_fit(
+            points,
+            law,
+            path,
+            title=look.title,
+            sample_laws=look.sample_laws,
+            level=look.level,
+            caveat=look.caveat,
+        )
+    elif row["procedure"] == "envelope":
+        plots.plot_envelope_fit(
+            points,
+            law,
+            path,
+            title=look.title,
+            sample_laws=look.sample_laws,
+            level=look.level,
+            caveat=look.caveat,
+        )
+    elif isinstance(law, LossLaw) and row["form"] != "data_constrained":
+        samples = [s for s in look.sample_laws if isinstance(s, LossLaw)]  # all: same form
+        plots.plot_parametric_fit(
+            points,
+            law,
+            path,
+            title=look.title,
+            sample_laws=samples,
+            level=look.level,
+            caveat=look.caveat,
+        )
+    else:
+        log.info("fit %s (%s): no data plot for this law form", row["fit_id"], row["form"])
+        return False
+    return True
+
+
 def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int]:
     """For every fitted law, a plot of the law against its data drawn as its procedure
     calls for (``law_fit_<law_id>.png``: :func:`scalefit.plots.plot_parametric_fit` for
@@ -442,21 +471,8 @@ def _fit_plots(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int
         samples = _sample_laws(con, row["fit_id"], row["form"], law)
         points = _fit_points(con, row["fit_id"], row["input"])
         path = directory / f"law_fit_{row['law_id']}.png"
-        common = {"title": title, "sample_laws": samples, "level": level}
-        common["caveat"] = caveats.get(row["law_id"])
-        drawn = True
-        if points is None or points.height == 0:
-            drawn = False
-        elif row["procedure"] == "isoflop":
-            plots.plot_isoflop_fit(points, law, path, **common)
-        elif row["procedure"] == "envelope":
-            plots.plot_envelope_fit(points, law, path, **common)
-        elif hasattr(law, "loss") and row["form"] != "data_constrained":
-            plots.plot_parametric_fit(points, law, path, **common)
-        else:
-            drawn = False
-            log.info("fit %s (%s): no data plot for this law form", row["fit_id"], row["form"])
-        if drawn:
+        look = _FitLook(title, samples, level, caveats.get(row["law_id"]))
+        if points is not None and points.height and _draw_fit(row, points, law, path, look):
             files[path.name] = path.stat().st_size
         exponents = store.query(
             con,

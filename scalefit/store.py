@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("scalefit.duckdb")
 """Default database file, relative to the working directory."""
+
+DuckDBSetting = str | bool | int | float | list[str]
+"""A value of a DuckDB configuration option (what ``duckdb.connect(config=...)`` accepts)."""
 
 DEFAULT_BUSY_TIMEOUT = float(os.environ.get("SCALEFIT_BUSY_TIMEOUT", "30"))
 """Seconds to wait for another process to release the database (env `SCALEFIT_BUSY_TIMEOUT`)."""
@@ -138,7 +141,7 @@ def _is_lock_conflict(exc: Exception) -> bool:
 
 
 def _open(
-    path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
+    path: Path, read_only: bool, timeout: float, config: Mapping[str, DuckDBSetting] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path`` (:func:`_open_once`); a store written by an older scalefit that is
     opened for reading is first upgraded (:func:`ensure_tables` on a writable connection),
@@ -173,13 +176,13 @@ def _outdated(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _open_once(
-    path: Path, read_only: bool, timeout: float, config: dict[str, object] | None = None
+    path: Path, read_only: bool, timeout: float, config: Mapping[str, DuckDBSetting] | None = None
 ) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            options = dict(config or {})
+            options: dict[str, DuckDBSetting] = dict(config or {})
             if not read_only:
                 options.setdefault("storage_compatibility_version", _storage_version)
             return duckdb.connect(str(path), read_only=read_only, config=options)
@@ -202,6 +205,14 @@ def _open_once(
             delay = min(delay * 2, 1.0)
 
 
+def database_missing(path: Path) -> DatabaseMissingError:
+    """The error for a store that is not there, when a command only reads it."""
+    return DatabaseMissingError(
+        f"no database at {path}: run `scalefit refresh --db {path}` first, "
+        "or pass --db with the right file"
+    )
+
+
 @contextlib.contextmanager
 def connect(
     path: str | os.PathLike[str] = DEFAULT_DB,
@@ -209,6 +220,7 @@ def connect(
     read_only: bool = False,
     create: bool = True,
     timeout: float | None = None,
+    config: Mapping[str, DuckDBSetting] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the store, waiting a bounded time for other processes, and create its tables.
 
@@ -224,6 +236,9 @@ def connect(
     timeout
         Seconds to wait while another process holds the file; default
         ``SCALEFIT_BUSY_TIMEOUT`` or 30.
+    config
+        DuckDB settings of the connection (default none; user SQL runs with
+        :data:`scalefit.user_sql.LOCKED_SETTINGS`).
 
     Raises
     ------
@@ -232,12 +247,10 @@ def connect(
     path = Path(path)
     if not path.exists():
         if read_only or not create:
-            raise DatabaseMissingError(
-                f"no database at {path}: run `scalefit refresh --db {path}` first, "
-                "or pass --db with the right file"
-            )
+            raise database_missing(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout)
+    wait = DEFAULT_BUSY_TIMEOUT if timeout is None else timeout
+    con = _open(path, read_only, wait, None if config is None else dict(config))
     try:
         if not read_only:
             ensure_tables(con)
@@ -299,6 +312,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
       run, which would fold a fit's checkpoints into one row.
     - ``laws.form`` and ``law_parameters.form`` hold law types only (``isoflop`` and
       ``envelope`` were accepted there, though scalefit never wrote them: ``allocation``).
+
+    A nullable column a schema gained (``runs.schedule``: unknown for the runs already
+    stored) needs nothing here: :func:`ensure_tables` adds it, with its comment, after this.
+    It must be the last column of its schema, since ``ADD COLUMN`` appends, so that a
+    migrated store has a new store's layout (``tests/test_migration.py`` checks both).
     """
     have = run(
         con,
@@ -429,39 +447,64 @@ def write(
         A row is invalid, or ``frame`` repeats a key that DuckDB does not enforce.
     """
     spec = TABLES[table]
+    frame = _rows_to_write(spec, frame, validate=validate)
+    with _atomic(con):
+        if spec.policy == "replace" or replace_where:
+            where = f" WHERE {replace_where}" if replace_where else ""
+            run(con, f"DELETE FROM {_ident(table)}{where}")
+        _insert(con, spec, frame)
+    return frame.height
+
+
+def _key_kept_by_scalefit(spec: TableSpec) -> bool:
+    """Whether ``spec`` is upserted on a key DuckDB does not hold (``enforce_key_in_db``)."""
+    return bool(spec.key) and spec.policy == "upsert" and not spec.enforce_key_in_db
+
+
+def _rows_to_write(spec: TableSpec, frame: pl.DataFrame, *, validate: bool) -> pl.DataFrame:
+    """``frame`` checked against ``spec`` (with ``validate``) and cut to its columns.
+
+    Raises
+    ------
+    StoreError
+        A row is invalid, or ``frame`` repeats a key that DuckDB does not enforce.
+    """
     if validate:
         checked = validate_frame(frame, spec.schema, fill_missing=True)
         if not checked.ok:
             first = checked.failures.row(0, named=True)
             raise StoreError(
-                f"{checked.rejected.height} invalid row(s) for `{table}`; first: "
+                f"{checked.rejected.height} invalid row(s) for `{spec.name}`; first: "
                 f"row {first['row_number']}: {first['reason']}"
             )
         frame = checked.valid
     else:
         frame = frame.select(spec.columns)
-    scalefit_key = spec.key and spec.policy == "upsert" and not spec.enforce_key_in_db
-    if scalefit_key and frame.select(pl.struct(spec.key).is_duplicated().any()).item():
+    if (
+        _key_kept_by_scalefit(spec)
+        and frame.select(pl.struct(spec.key).is_duplicated().any()).item()
+    ):
         # No PRIMARY KEY would catch a key repeated within the frame.
-        first = frame.filter(pl.struct(spec.key).is_duplicated()).select(spec.key).row(0)
-        raise StoreError(f"rows for `{table}` repeat the key {spec.key} = {first}")
-    name = f"_incoming_{table}"
-    target = _ident(table)
+        key = frame.filter(pl.struct(spec.key).is_duplicated()).select(spec.key).row(0)
+        raise StoreError(f"rows for `{spec.name}` repeat the key {spec.key} = {key}")
+    return frame
+
+
+def _insert(con: duckdb.DuckDBPyConnection, spec: TableSpec, frame: pl.DataFrame) -> None:
+    """Insert ``frame`` into ``spec``'s table by its policy: rows with a key already there
+    replace those rows (an upsert), every other row is appended."""
+    name = f"_incoming_{spec.name}"
+    target = _ident(spec.name)
     cols = ", ".join(_ident(c) for c in spec.columns)
-    with _atomic(con):
-        if spec.policy == "replace" or replace_where:
-            where = f" WHERE {replace_where}" if replace_where else ""
-            run(con, f"DELETE FROM {target}{where}")
-        verb = "INSERT"
-        if scalefit_key:
-            match = " AND ".join(
-                f"{target}.{_ident(k)} IS NOT DISTINCT FROM {name}.{_ident(k)}" for k in spec.key
-            )
-            run_on_frame(con, frame, name, f"DELETE FROM {target} USING {name} WHERE {match}")
-        elif spec.policy == "upsert":
-            verb = "INSERT OR REPLACE"
-        run_on_frame(con, frame, name, f"{verb} INTO {target} ({cols}) SELECT {cols} FROM {name}")
-    return frame.height
+    verb = "INSERT"
+    if _key_kept_by_scalefit(spec):
+        match = " AND ".join(
+            f"{target}.{_ident(k)} IS NOT DISTINCT FROM {name}.{_ident(k)}" for k in spec.key
+        )
+        run_on_frame(con, frame, name, f"DELETE FROM {target} USING {name} WHERE {match}")
+    elif spec.policy == "upsert":
+        verb = "INSERT OR REPLACE"
+    run_on_frame(con, frame, name, f"{verb} INTO {target} ({cols}) SELECT {cols} FROM {name}")
 
 
 def query(
@@ -487,423 +530,6 @@ def query(
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row count of every table of the SQL interface."""
     return {name: run(con, f"SELECT count(*) FROM {_ident(name)}")[0][0] for name in TABLES}
-
-
-# --- SQL that users write ------------------------------------------------------------------
-# Whatever a user types (`scalefit sql`, `--where`, `[fit] where`) runs only on a connection
-# from :func:`connect_locked`, and only after DuckDB's own parser has said what it is. It is
-# never stored to be run again: a fit records the ids of its points (``fit_points``).
-
-LOCKED_SETTINGS: dict[str, object] = {
-    # No files (COPY, EXPORT/IMPORT DATABASE, ATTACH of a file, read_csv/read_parquet/
-    # read_text/glob, CREATE SECRET), no extension INSTALL/LOAD, no Python replacement scans.
-    "enable_external_access": False,
-    # A query that needs an extension (httpfs for an http:// URL, ...) fails instead of
-    # installing it from the network or loading it from disk.
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "allow_community_extensions": False,
-    "allow_unsigned_extensions": False,
-    # Python variables are never read as tables.
-    "python_enable_replacements": False,
-    # No spill files: a query too big for memory fails instead of writing to a temp folder.
-    "temp_directory": "",
-    # Last: no SET, RESET or PRAGMA can change any of the above (or anything else).
-    "lock_configuration": True,
-}
-"""DuckDB settings of every connection that runs SQL a user wrote (see :func:`connect_locked`)."""
-
-READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
-"""Statement types ``scalefit sql`` runs (``SELECT`` includes WITH, FROM-first queries,
-VALUES, DESCRIBE, SUMMARIZE and SHOW)."""
-
-_REFUSAL_REASONS: dict[str, str] = {
-    "COPY": "it writes or reads files",
-    "COPY_DATABASE": "it copies a database",
-    "EXPORT": "it writes files",
-    "EXTENSION": "it installs extensions (network and disk)",
-    "LOAD": "it installs or loads extensions (network and disk)",
-    "ATTACH": "it opens another database",
-    "DETACH": "it closes a database",
-    "SET": "it changes settings",
-    "VARIABLE_SET": "it changes settings",
-    "PRAGMA": "it runs a pragma (settings and procedures)",
-    "CALL": "it calls a procedure",
-    "TRANSACTION": "it controls transactions",
-    "VACUUM": "it maintains the store",
-    "PREPARE": "it prepares statements",
-    "EXECUTE": "it executes prepared statements",
-    "MULTI": "it runs several statements",
-}
-
-
-def connect_locked(
-    path: str | os.PathLike[str] = DEFAULT_DB, *, timeout: float | None = None
-) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
-    """Open the store read-only with :data:`LOCKED_SETTINGS`: the connection for user SQL.
-
-    On it nothing can write (the file is opened read-only, and no file, network or extension
-    can be reached), and its settings cannot be changed (``lock_configuration``). Every
-    entry point of user-written SQL uses this function.
-
-    Raises
-    ------
-    DatabaseMissingError, DatabaseBusyError, StoreError
-    """
-    return _connect_locked(Path(path), timeout)
-
-
-@contextlib.contextmanager
-def _connect_locked(path: Path, timeout: float | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    if not path.is_file():
-        raise DatabaseMissingError(
-            f"no database at {path}: run `scalefit refresh --db {path}` first, "
-            "or pass --db with the right file"
-        )
-    con = _open(path, True, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout, LOCKED_SETTINGS)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def _memory_locked() -> duckdb.DuckDBPyConnection:
-    """An empty in-memory database with :data:`LOCKED_SETTINGS` (for parsing only)."""
-    return duckdb.connect(":memory:", config=dict(LOCKED_SETTINGS))
-
-
-def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``con`` has :data:`LOCKED_SETTINGS` and a read-only store (or no store)."""
-    rows = dict(
-        run(
-            con,
-            "SELECT name, value FROM duckdb_settings() WHERE name IN "
-            "('enable_external_access', 'lock_configuration', 'autoload_known_extensions', "
-            "'autoinstall_known_extensions')",
-        )
-    )
-    locked = rows == {
-        "enable_external_access": "false",
-        "lock_configuration": "true",
-        "autoload_known_extensions": "false",
-        "autoinstall_known_extensions": "false",
-    }
-    read_only = run(
-        con,
-        "SELECT bool_and(readonly OR path IS NULL) FROM duckdb_databases() WHERE NOT internal",
-    )[0][0]
-    return locked and bool(read_only)
-
-
-def _require_locked(con: duckdb.DuckDBPyConnection) -> None:
-    if not is_locked(con):  # a programming error, never a user's
-        raise StoreError("user SQL must run on a connection from store.connect_locked()")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def user_statement(con: duckdb.DuckDBPyConnection, text: str) -> duckdb.Statement:
-    """The one read-only statement in ``text``, as DuckDB parsed it.
-
-    Raises
-    ------
-    QueryError
-        ``text`` does not parse, holds no statement or several, or a statement of a type
-        that is not a query (the message names the type and why it is refused).
-    """
-    try:
-        statements = con.extract_statements(text)
-    except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {_first_line(exc)}") from None
-    if not statements:
-        raise QueryError('refused: no statement given; pass one query, e.g. "select 1"')
-    if len(statements) > 1:
-        raise QueryError(
-            f"refused: {len(statements)} statements given; scalefit runs exactly one "
-            "read-only query at a time"
-        )
-    statement = statements[0]
-    kind = statement.type.name
-    if kind not in READ_ONLY_STATEMENTS:
-        why = _REFUSAL_REASONS.get(kind, "it changes the store")
-        raise QueryError(
-            f"refused: a {kind} statement, because {why}; scalefit sql runs one read-only "
-            "query (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE, SHOW, EXPLAIN) on the store"
-        )
-    return statement
-
-
-def _duckdb_error(exc: duckdb.Error) -> QueryError:
-    message = _first_line(exc)
-    if isinstance(exc, duckdb.PermissionException) or "read-only mode" in message:
-        return QueryError(
-            f"refused: {message} (user SQL reads only the store: no files, network, "
-            "extensions or writes)"
-        )
-    return QueryError(message)
-
-
-_PLAIN_TYPES = frozenset(
-    {
-        "boolean",
-        "tinyint",
-        "smallint",
-        "integer",
-        "bigint",
-        "utinyint",
-        "usmallint",
-        "uinteger",
-        "ubigint",
-        "float",
-        "double",
-        "decimal",
-        "varchar",
-    }
-)
-"""DuckDB types that reach polars and every output format as they are."""
-
-_NESTED_TYPES = frozenset({"list", "struct", "map", "array", "union"})
-"""DuckDB types shown as JSON text (CSV has no nested values; polars cannot take unions)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UserResult:
-    """A user query's result, ready to print in any format.
-
-    ``frame`` holds plain columns: numbers, booleans and text. Nested values (lists,
-    structs, maps, arrays, unions) are JSON text, listed in ``json_columns``; every other
-    type (dates, times, intervals, blobs, UUIDs, huge integers, ...) is DuckDB's own text
-    form, those of huge integers listed in ``integer_columns`` (so JSON can print numbers).
-    """
-
-    frame: pl.DataFrame
-    json_columns: tuple[str, ...] = ()
-    integer_columns: tuple[str, ...] = ()
-
-
-def _output_names(names: Sequence[str]) -> list[str]:
-    """``names`` made unique as polars needs them: a repeated name gets ``_1``, ``_2``, ..."""
-    seen: set[str] = set()
-    out = []
-    for name in names:
-        candidate, n = name, 0
-        while candidate in seen:
-            n += 1
-            candidate = f"{name}_{n}"
-        seen.add(candidate)
-        out.append(candidate)
-    return out
-
-
-def user_query(con: duckdb.DuckDBPyConnection, text: str) -> UserResult:
-    """Run ``text``, one read-only query a user wrote, on a :func:`connect_locked` connection.
-
-    DuckDB parses ``text`` (:func:`user_statement`: exactly one query); the locked
-    connection then refuses whatever the query would reach beyond the store.
-
-    Raises
-    ------
-    QueryError
-        Refused (what, and why) or failed (DuckDB's message); always one line.
-    StoreError
-        ``con`` is not a locked connection (a programming error).
-    """
-    _require_locked(con)
-    statement = user_statement(con, text)
-    try:
-        rel = con.sql(statement)
-        if rel is None:  # pragma: no cover - only queries get here
-            return UserResult(pl.DataFrame())
-        names = _output_names(rel.columns)
-        exprs, json_cols, int_cols = [], [], []
-        for i, (name, dtype) in enumerate(zip(names, rel.types, strict=True)):
-            col = duckdb.SQLExpression(f"#{i + 1}")
-            kind = dtype.id
-            if kind in _NESTED_TYPES:
-                col = duckdb.FunctionExpression("to_json", col).cast(duckdb.sqltypes.VARCHAR)
-                json_cols.append(name)
-            elif kind not in _PLAIN_TYPES:
-                col = col.cast(duckdb.sqltypes.VARCHAR)
-                if kind in ("hugeint", "uhugeint", "bignum", "varint"):
-                    int_cols.append(name)
-            exprs.append(col.alias(f"c{i}"))
-        if not exprs:
-            return UserResult(pl.DataFrame())
-        frame = rel.project(*exprs).pl()
-    except duckdb.Error as exc:
-        raise _duckdb_error(exc) from None
-    except pl.exceptions.PolarsError as exc:  # a type this module does not yet convert
-        raise QueryError(f"cannot show the result: {_first_line(exc)}") from None
-    frame.columns = names
-    return UserResult(frame, tuple(json_cols), tuple(int_cols))
-
-
-# --- predicates (`--where`, `[fit] where`) --------------------------------------------------
-
-PREDICATE_TABLE = "runs"
-"""The one table a predicate may read (its columns only)."""
-
-
-def _strip_locations(tree: object) -> object:
-    if isinstance(tree, dict):
-        return {
-            k: _strip_locations(v) for k, v in tree.items() if not k.startswith("query_location")
-        }
-    if isinstance(tree, list):
-        return [_strip_locations(v) for v in tree]
-    return tree
-
-
-def _serialize(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
-    import json
-
-    return json.loads(run(con, "SELECT json_serialize_sql(?)", [sql])[0][0])
-
-
-def _predicate_problem(expr: object, columns: frozenset[str]) -> str | None:
-    """Why the expression tree ``expr`` is not a plain predicate over ``columns``, or None."""
-    if isinstance(expr, list):
-        return next((p for e in expr if (p := _predicate_problem(e, columns))), None)
-    if not isinstance(expr, dict):
-        return None
-    cls = str(expr.get("class", ""))
-    if cls == "SUBQUERY" or "node" in expr or "from_table" in expr or "subquery" in expr:
-        return "it contains a subquery"
-    if cls == "PARAMETER":
-        return "it contains a parameter placeholder"
-    if cls == "COLUMN_REF":
-        parts = [str(p) for p in expr.get("column_names", [])]
-        if len(parts) == 2 and parts[0].lower() == PREDICATE_TABLE:
-            parts = parts[1:]
-        if len(parts) != 1 or parts[0].lower() not in columns:
-            return (
-                f"`{'.'.join(parts)}` is not a column of `{PREDICATE_TABLE}` "
-                f"(columns: {', '.join(sorted(columns))})"
-            )
-    if cls == "WINDOW":
-        return "it contains a window function"
-    return next(
-        (p for k, v in expr.items() if k != "literal" and (p := _predicate_problem(v, columns))),
-        None,
-    )
-
-
-def check_predicate(text: str) -> str:
-    """Check that ``text`` is a single boolean expression over the ``runs`` columns.
-
-    DuckDB parses ``SELECT * FROM runs WHERE <text>`` (``json_serialize_sql``, on an
-    in-memory locked connection holding an empty ``runs`` table; nothing reads the store)
-    and the tree must be exactly that query with ``text`` as its WHERE clause: one
-    statement, no other clause (ORDER BY, UNION, GROUP BY, ...), no subquery, no table, no
-    parameter, only columns of ``runs``; and DuckDB must bind it as a BOOLEAN.
-
-    Returns
-    -------
-    str
-        ``text`` without surrounding blanks ("" selects every run).
-
-    Raises
-    ------
-    QueryError
-        One line: the predicate and why it is refused.
-    """
-    import json
-
-    if not isinstance(text, str):
-        raise QueryError(f"the predicate must be text, not {type(text).__name__}")
-    text = text.strip()
-    if not text:
-        return ""
-    short = text if len(text) <= 80 else text[:77] + "..."
-
-    def refuse(why: str) -> QueryError:
-        return QueryError(f"predicate {short!r} refused: {why}")
-
-    spec = TABLES[PREDICATE_TABLE]
-    columns = frozenset(c.lower() for c in spec.columns)
-    sql = f"SELECT * FROM {PREDICATE_TABLE} WHERE {text}"
-    con = _memory_locked()
-    try:
-        run(con, ddl(spec)[0])
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise refuse(_first_line(exc)) from None
-        if len(statements) != 1:
-            raise refuse(
-                f"it makes {len(statements)} statements; give one boolean expression over "
-                f"the columns of `{PREDICATE_TABLE}`"
-            )
-        tree = _serialize(con, sql)
-        if tree.get("error"):
-            raise refuse(str(tree.get("error_message") or "it does not parse").splitlines()[0])
-        node = _strip_locations(tree["statements"][0].get("node"))
-        reference = _serialize(con, f"SELECT * FROM {PREDICATE_TABLE} WHERE true")
-        ref = _strip_locations(reference["statements"][0]["node"])
-        if not isinstance(node, dict) or {k: v for k, v in node.items() if k != "where_clause"} != {
-            k: v for k, v in ref.items() if k != "where_clause"
-        }:
-            raise refuse(
-                "it is more than one boolean expression (it adds clauses such as UNION, "
-                "ORDER BY, GROUP BY or LIMIT to the query)"
-            )
-        problem = _predicate_problem(node.get("where_clause"), columns)
-        if problem:
-            raise refuse(problem)
-        # Its type, as DuckDB binds it: `SELECT <predicate> FROM runs` (not run).
-        probe = _serialize(con, f"SELECT true FROM {PREDICATE_TABLE}")
-        probe["statements"][0]["node"]["select_list"] = [node["where_clause"]]
-        probe_sql = run(con, "SELECT json_deserialize_sql(?)", [json.dumps(probe)])[0][0]
-        try:
-            kind = con.sql(probe_sql).types[0]
-            # and as a WHERE clause (aggregates and the like are refused there)
-            con.sql(run(con, "SELECT json_deserialize_sql(?)", [json.dumps(tree)])[0][0])
-        except duckdb.Error as exc:
-            raise refuse(_first_line(exc)) from None
-        if str(kind) != "BOOLEAN":
-            raise refuse(f"it is {kind}, not a boolean (true/false) expression")
-    except RecursionError:
-        raise refuse("it is nested too deeply") from None
-    except duckdb.Error as exc:  # e.g. its tree is deeper than DuckDB serializes
-        raise refuse(_first_line(exc)) from None
-    finally:
-        con.close()
-    return text
-
-
-def run_ids_where(con: duckdb.DuckDBPyConnection, predicate: str) -> list[str] | None:
-    """The ``run_id`` of every run matching ``predicate``, evaluated on ``con``, a
-    :func:`connect_locked` connection; None for an empty predicate (every run).
-
-    The predicate is checked first (:func:`check_predicate`); the query run is the one
-    DuckDB rebuilds from the checked tree. Callers pass on the ids (data, as bound
-    parameters), never the predicate's text.
-
-    Raises
-    ------
-    QueryError
-        The predicate is refused, or DuckDB cannot evaluate it (e.g. it is not boolean).
-    StoreError
-        ``con`` is not a locked connection (a programming error).
-    """
-    _require_locked(con)
-    predicate = check_predicate(predicate)
-    if not predicate:
-        return None
-    short = predicate if len(predicate) <= 80 else predicate[:77] + "..."
-    try:
-        query = run(
-            con,
-            "SELECT json_deserialize_sql(json_serialize_sql(?))",
-            [f"SELECT * FROM {PREDICATE_TABLE} WHERE {predicate}"],
-        )[0][0]
-        user_statement(con, query)
-        rel = con.sql(query).project("run_id")
-        return [r[0] for r in rel.order("run_id").fetchall()]
-    except (duckdb.Error, QueryError) as exc:
-        raise QueryError(f"predicate {short!r} failed: {_first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- bulk loads

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from .vocabulary import LAW_FORMS, LOG_FORMATS, PROCEDURES, UPSTREAM_KINDS
+from .vocabulary import LAW_FORMS, LOG_FORMATS, PROCEDURES, SCHEDULES, UPSTREAM_KINDS
 
 if TYPE_CHECKING:
     from ._tables import (
@@ -47,6 +47,7 @@ __all__ = [
     "LAW_FORMS",
     "LOG_FORMATS",
     "PROCEDURES",
+    "SCHEDULES",
     "SOURCE_KINDS",
     "TABLES",
     "UPSTREAM_KINDS",

@@ -6,6 +6,7 @@ import pandera.polars as pa
 import polars as pl
 
 from ._base import TableSpec, is_finite
+from .vocabulary import SCHEDULES
 
 
 class RunSchema(pa.DataFrameModel):
@@ -33,6 +34,19 @@ class RunSchema(pa.DataFrameModel):
     config: str = pa.Field(nullable=True, description="Run configuration, a JSON object.")
     source_id: str = pa.Field(nullable=True, description="Source (key into `sources`).")
     ingest_id: str = pa.Field(nullable=True, description="Ingest that last wrote the run.")
+    # Last: a store made before it gains it by ADD COLUMN, which appends.
+    schedule: str = pa.Field(
+        nullable=True,
+        isin=list(SCHEDULES),
+        description=(
+            "Learning-rate schedule, if declared: `constant`, `wsd` or `cosine` (run.json or "
+            "`ingest --schedule`; null: unknown). It says which checkpoints of the curve stand "
+            "for a shorter run: an intermediate checkpoint of a cosine-decay run is a biased "
+            "(too high) estimate of the final loss of a run trained to that step, whose rate "
+            "would have decayed by then (Hoffmann et al. 2022); checkpoints of a constant or "
+            "WSD schedule approximate it (Hägele et al. 2024)."
+        ),
+    )
 
     class Config:
         strict = True

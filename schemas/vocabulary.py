@@ -85,6 +85,12 @@ held-out losses (HF Trainer's ``eval_loss``; nanoGPT-style ``val_loss``, ``valid
 training loss), then ``train_loss``. Other metrics (e.g. ``eval_<set>_loss``) are used only
 when ``scalefit fit --metric`` names them."""
 
+SCHEDULES: tuple[str, ...] = ("constant", "wsd", "cosine")
+"""Learning-rate schedules a run can declare (``runs.schedule``; ``schedule`` in run.json or
+``scalefit ingest --schedule``): ``constant`` (after warm-up), ``wsd`` (warmup-stable-decay)
+and ``cosine`` (decay to the end of a planned horizon). It decides which checkpoints of a
+curve can stand for a shorter run: see :class:`schemas.runs.RunSchema`'s ``schedule``."""
+
 UPSTREAM_KINDS: tuple[str, ...] = ("runs", "models")
 """``kind`` of an upstream file (``[upstreams.<name>]`` of ``datasets/sources.toml``): ``runs``
 are published loss points (-> ``runs`` + ``observations``); ``models`` a model database
@@ -102,6 +108,7 @@ __all__ = [
     "PARAMETRIC_FORMS",
     "POINT_MODES",
     "PROCEDURES",
+    "SCHEDULES",
     "UPSTREAM_FORMATS",
     "UPSTREAM_KINDS",
 ]

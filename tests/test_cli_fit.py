@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import store
+from scalefit import store, user_sql
 from scalefit.cli import app
 from scalefit.laws import chinchilla_loss
 
@@ -182,7 +182,7 @@ def test_fit_from_the_store_saves_to_fits_and_laws(db_path: Path):
     from scalefit.fit_store import select_points
 
     _store_runs(db_path)
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         pts = select_points(con, where="project = 'sweep'")
     assert pts.height == 59
     np.testing.assert_allclose(

@@ -197,3 +197,22 @@ def test_budget_is_checked_and_models_pickle_without_scratch() -> None:
     np.testing.assert_array_equal(
         copy.value(f.grid[:3], np.ones(90)), obj.value(f.grid[:3], np.ones(90))
     )
+
+
+def test_a_bootstrap_drawn_in_budgeted_blocks_gives_the_same_samples(monkeypatch) -> None:
+    """The fit draws its resamples block by block within the memory budget (1,000 resamples
+    of 1M points would be an 8 GB matrix at once): when the budget allows only 5 resamples
+    per block, the 12 resamples are drawn in 3 blocks and refit to the same samples."""
+    d = data(60, 4)
+    starts = hoffmann_grid()[::20]
+    want = fit_law(d, starts=starts, n_bootstrap=12, seed=3)
+    calls = []
+
+    def five_rows(n_points: int, n_groups: int, budget: int | None = None) -> int:
+        calls.append((n_points, n_groups))
+        return 5
+
+    monkeypatch.setattr(_optim, "weight_block_rows", five_rows)
+    got = fit_law(d, starts=starts, n_bootstrap=12, seed=3)
+    assert calls == [(60, 60)]
+    np.testing.assert_allclose(got.samples, want.samples, rtol=1e-9)

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import pipeline, report, store
+from scalefit import pipeline, report, store, user_sql
 from scalefit.cli import app
 from scalefit.errors import QueryError
 from scalefit.load import logs as ingest
@@ -54,7 +54,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pipeline.refresh_comparisons(db)
     with store.connect(root / "other.duckdb"):
         pass
-    with store.connect_locked(db) as con:
+    with user_sql.connect_locked(db) as con:
         assert store.table_counts(con)["quarantine"] == 1
     return root
 
@@ -201,16 +201,16 @@ def test_sql_through_a_real_process(work: Path) -> None:
 
 
 def test_the_locked_connection_has_its_settings_and_cannot_change_them(work: Path) -> None:
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         values = dict(
             con.execute(
                 "SELECT name, value FROM duckdb_settings() WHERE name IN "
                 "(SELECT unnest(?::VARCHAR[]))",
-                [list(store.LOCKED_SETTINGS)],
+                [list(user_sql.LOCKED_SETTINGS)],
             ).fetchall()
         )
-        assert values == {k: str(v).lower() for k, v in store.LOCKED_SETTINGS.items()}
-        assert store.is_locked(con)
+        assert values == {k: str(v).lower() for k, v in user_sql.LOCKED_SETTINGS.items()}
+        assert user_sql.is_locked(con)
         # Below scalefit's statement check: DuckDB itself refuses, on this connection.
         for sql in (
             "SET enable_external_access = true",
@@ -233,9 +233,9 @@ def test_the_locked_connection_has_its_settings_and_cannot_change_them(work: Pat
             con.execute("SELECT * FROM secret_frame")
     with store.connect("store.duckdb") as writable:
         with pytest.raises(Exception, match="connect_locked"):
-            store.user_query(writable, "select 1")
+            user_sql.user_query(writable, "select 1")
         with pytest.raises(Exception, match="connect_locked"):
-            store.run_ids_where(writable, "true")
+            user_sql.run_ids_where(writable, "true")
 
 
 HOSTILE_WHERE = [
@@ -289,7 +289,7 @@ def test_config_where_is_checked_before_use(work: Path, predicate: str, word: st
     """`[fit] where` reaches pipeline.fit_projects / fit_project (what refresh runs)."""
     snap = snapshot(work)
     with pytest.raises(QueryError, match="predicate") as err:
-        store.check_predicate(predicate)
+        user_sql.check_predicate(predicate)
     assert "\n" not in str(err.value) and word.lower() in str(err.value).lower()
     with pytest.raises(QueryError):
         pipeline.fit_projects(Path("store.duckdb"), predicate)
@@ -302,19 +302,19 @@ def test_a_comment_in_where_only_ends_the_predicate(work: Path) -> None:
     """A quoting trick that parses is one predicate: nothing after `--` runs."""
     snap = snapshot(work)
     predicate = "project = 'nope' -- '; DROP TABLE quarantine"
-    assert store.check_predicate(predicate) == predicate
+    assert user_sql.check_predicate(predicate) == predicate
     result = runner.invoke(app, ["fit", "--where", predicate, "--db", "store.duckdb"])
     assert_refused(result, snap, work, "no observations")
 
 
 def test_good_predicates_pass_and_select_by_id(work: Path) -> None:
-    assert store.check_predicate("  project = 'sweep' and params > 1e8 ") == (
+    assert user_sql.check_predicate("  project = 'sweep' and params > 1e8 ") == (
         "project = 'sweep' and params > 1e8"
     )
-    assert store.check_predicate("") == ""
-    with store.connect_locked("store.duckdb") as con:
-        assert store.run_ids_where(con, "") is None
-        ids = store.run_ids_where(con, "runs.params > 1e9 AND lower(project) LIKE 'sw%'")
+    assert user_sql.check_predicate("") == ""
+    with user_sql.connect_locked("store.duckdb") as con:
+        assert user_sql.run_ids_where(con, "") is None
+        ids = user_sql.run_ids_where(con, "runs.params > 1e9 AND lower(project) LIKE 'sw%'")
         expected = con.execute(
             "SELECT run_id FROM runs WHERE params > 1e9 ORDER BY run_id"
         ).fetchall()
@@ -331,7 +331,7 @@ CRAFTED_NAMES = [
 def test_a_crafted_input_file_name_is_data(work: Path) -> None:
     """Once planted `DROP TABLE quarantine` in every later report: now the file name is a
     value in the fit's JSON record, and reports read the file again only by path and hash."""
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         points = store.query(
             con,
             "SELECT r.params, r.tokens, o.value AS loss FROM runs r JOIN observations o "
@@ -343,7 +343,7 @@ def test_a_crafted_input_file_name_is_data(work: Path) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         points = points.with_columns(loss=points["loss"] * 1.01)  # another fit id
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         rows = con.execute(
             "SELECT input FROM fits WHERE input LIKE '%\"file\"%' ORDER BY created_at"
         ).fetchall()
@@ -356,7 +356,7 @@ def test_a_crafted_input_file_name_is_data(work: Path) -> None:
         assert result.exit_code == 0, result.output
     assert hashlib.sha256((work / "store.duckdb").read_bytes()).hexdigest() == db_before
     assert not (work / "x.csv").exists()
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         assert store.table_counts(con)["quarantine"] == 1
 
 
@@ -381,12 +381,12 @@ def test_old_fits_saved_as_sql_text_are_migrated_and_never_run(
     assert "fits.parquet" in info.files
     assert not any(name.startswith("law_fit_") for name in info.files)
     assert "no record of its points" in caplog.text
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         assert store.table_counts(con)["quarantine"] == 1
     # The next scheduled refit of the same data records what the old fit lacked.
     again = pipeline.fit_project(Path("store.duckdb"), "sweep", "chinchilla", n_bootstrap=0)
     assert again.status == "fitted"
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         fits = con.execute("SELECT fit_id, input FROM fits").fetchall()
         n_points = store.table_counts(con)["fit_points"]
     assert len(fits) == 1 and fits[0][0] == again.fit_id and fits[0][1] is not None
@@ -394,7 +394,7 @@ def test_old_fits_saved_as_sql_text_are_migrated_and_never_run(
 
 
 def test_reports_rebuild_a_fits_points_from_its_ids(work: Path) -> None:
-    with store.connect_locked("store.duckdb") as con:
+    with user_sql.connect_locked("store.duckdb") as con:
         fit_id, record = con.execute("SELECT fit_id, input FROM fits").fetchall()[0]
         rebuilt = store.query(con, report.FIT_POINTS_SQL, [fit_id])
         fitted = store.query(con, "SELECT count(*) AS n FROM runs")["n"][0]

@@ -78,7 +78,7 @@ def test_tokens_from_tokens_per_step_and_step_zero(tmp_path: Path, db_path: Path
     (info,) = ingest_paths(db_path, [log], params=1e6, tokens_per_step=1024)
     assert info.status == "ok"
     assert rows(db_path, "SELECT step, tokens FROM observations ORDER BY step") == [
-        (0, None),  # not derived at step 0 (a logged `tokens = 0` is kept)
+        (0, 0.0),  # 0 x 1024: nothing trained before the first step, as a logged 0 says
         (10, 10240.0),
         (20, 20480.0),
     ]

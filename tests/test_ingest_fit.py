@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import store
+from scalefit import store, user_sql
 from scalefit.cli import app
 from scalefit.laws import chinchilla_loss
 
@@ -90,7 +90,7 @@ def test_a_run_logged_only_before_training_is_no_point(tmp_path: Path, db_path: 
     runner = CliRunner()
     result = runner.invoke(app, ["ingest", str(tmp_path / "logs"), "--db", str(db_path)])
     assert result.exit_code == 0, result.output
-    with store.connect_locked(db_path) as con:
+    with user_sql.connect_locked(db_path) as con:
         points = select_points(con, where="project = 'sweep'")
     assert points.height == 20 and (points["tokens"] > 0).all()
     assert "run-early" not in " ".join(points["run_id"].to_list())

@@ -164,6 +164,31 @@ def test_a_migrated_store_has_a_new_stores_layout_and_valid_rows(
     assert set(procedures) == set(PROCEDURES)
 
 
+def test_opening_adds_runs_schedule_unknown_for_old_runs(old_store: Path) -> None:
+    """``runs.schedule`` (issue 15) did not exist: it is added, null (unknown) for every
+    stored run, and the runs keep every other value."""
+    old_columns = [
+        c
+        for (c,) in raw(
+            old_store, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'runs'"
+        )
+    ]
+    assert "schedule" not in old_columns
+    before = raw(old_store, "SELECT * FROM runs ORDER BY run_id")
+    with store.connect(old_store) as con:
+        after = store.run(
+            con, f"SELECT {', '.join(old_columns)}, schedule FROM runs ORDER BY run_id"
+        )
+        comment = store.run(
+            con,
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'runs' "
+            "AND column_name = 'schedule'",
+        )
+    assert [r[:-1] for r in after] == before
+    assert {r[-1] for r in after} == {None}
+    assert "cosine" in comment[0][0]
+
+
 def test_migrating_twice_changes_nothing(old_store: Path) -> None:
     with store.connect(old_store):
         pass

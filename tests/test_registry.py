@@ -28,6 +28,7 @@ from scalefit.load import readers, upstream
 from scalefit.load.curated import read_curated
 from scalefit.schemas import vocabulary as vocab
 from scalefit.schemas.laws import LawParameterSchema, LawSchema
+from scalefit.schemas.runs import RunSchema
 from scalefit.schemas.upstream import UpstreamSnapshotSchema
 
 _ALLOCATION_PARAMETERS = {"params_exp": 0.5, "params_coef": 0.1}
@@ -57,6 +58,7 @@ def test_vocabulary_lists_are_sets() -> None:
         vocab.LOG_FORMATS,
         vocab.POINT_MODES,
         vocab.METRIC_PREFERENCE,
+        vocab.SCHEDULES,
     ):
         assert len(words) == len(set(words)), words
     assert vocab.PROCEDURES == ("parametric", "isoflop", "envelope")
@@ -78,6 +80,7 @@ def test_schemas_accept_exactly_the_vocabulary() -> None:
     assert _isin(LawParameterSchema, "form") == set(vocab.LAW_FORMS)
     assert _isin(UpstreamSnapshotSchema, "kind") == set(vocab.UPSTREAM_KINDS)
     assert _isin(UpstreamSnapshotSchema, "format") == set(vocab.UPSTREAM_FORMATS)
+    assert _isin(RunSchema, "schedule") == set(vocab.SCHEDULES)
 
 
 @pytest.mark.parametrize("form", vocab.LAW_FORMS)
@@ -153,6 +156,8 @@ def test_command_line_choices_come_from_the_vocabulary() -> None:
     assert ", ".join(vocab.METRIC_PREFERENCE) in str(metric.show_default)
     fmt = _option("ingest", "format").type_descriptor  # type: ignore[attr-defined]
     assert fmt.is_choice and tuple(fmt.choices) == vocab.LOG_FORMATS
+    schedule = _option("ingest", "schedule").type_descriptor  # type: ignore[attr-defined]
+    assert schedule.is_choice and tuple(schedule.choices) == vocab.SCHEDULES
 
 
 def test_settings_accept_exactly_the_law_names() -> None:

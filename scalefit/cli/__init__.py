@@ -1,57 +1,47 @@
 """The ``scalefit`` command: the library's steps for a person at a terminal.
 
-Each command lives in its own module and registers itself on :data:`app`.
+Each command lives in a module of this package (its options in :mod:`.options`, defined once)
+and :mod:`._app` registers them on :data:`app` in one order. Importing this package costs
+nothing: ``scalefit --version`` answers without typer, ``--help`` without the rich modules
+that only markdown help and pretty tracebacks use (see :mod:`._rich_help`), and a command
+imports the libraries it uses when it runs.
 """
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import TYPE_CHECKING
 
-app = typer.Typer(
-    name="scalefit",
-    help=(
-        "Curate published LLM training runs, ingest your own logs, refit scaling laws, "
-        "and see where every model sits against compute-optimal training."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    import typer
 
-
-def _print_version(value: bool) -> None:
-    if value:
-        from .. import __version__
-
-        typer.echo(f"scalefit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    version: bool = typer.Option(
-        False,
-        "--version",
-        help="Print the version and exit.",
-        callback=_print_version,
-        is_eager=True,
-    ),
-) -> None:
-    """Curate published LLM training runs, ingest your own logs, refit scaling laws, and see
-    where every model sits against compute-optimal training."""
-
-
-# Command modules register themselves on `app` when imported.
-from . import core  # noqa: E402,F401
-from . import fit as fit  # noqa: E402
-from . import ingest as ingest  # noqa: E402
-from . import plan as plan  # noqa: E402
-from . import studies as studies  # noqa: E402
+    app: typer.Typer
 
 
 def main() -> None:
     """Entry point of the ``scalefit`` console script."""
-    app()
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        from .. import __version__
+
+        sys.stdout.write(f"scalefit {__version__}\n")
+        return
+    if not args or "--help" in args:
+        from ._rich_help import import_rich_help
+
+        import_rich_help()
+    from ._app import build
+
+    build()()
+
+
+def __getattr__(name: str) -> object:
+    # `from scalefit.cli import app`: the typer application with every command registered.
+    if name == "app":
+        from ._app import build
+
+        return build()
+    raise AttributeError(f"module 'scalefit.cli' has no attribute {name!r}")
 
 
 __all__ = ["app", "main"]

@@ -1,4 +1,4 @@
-"""What every command shares: options, output and error handling.
+"""What every command shares: settings, output and error handling (options: :mod:`.options`).
 
 No traceback reaches a user. A ``ScalefitError`` is the user's to fix: one line on stderr and
 exit status 1. Anything else is a bug in scalefit: one line saying so, exit status 1, and the
@@ -14,9 +14,9 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,38 +32,10 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_DB_PATH = Path("scalefit.duckdb")
-
-
-def setting_help(text: str, env: str, key: str) -> str:
-    """An option's help that also says where else its setting can come from."""
-    return f"{text} Else ${env}, else scalefit.toml {key}."
-
-
-# Options that are settings default to None ("not given"): the value then comes from the
-# environment, scalefit.toml or the built-in default (scalefit.config.load_settings), and
-# `show_default` says what that built-in default is. Typer must not read the variable itself,
-# so that the settings object is the one place that does.
-DbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        help=setting_help("DuckDB file.", "SCALEFIT_DB", "store.db"),
-        show_default="scalefit.duckdb",
-    ),
-]
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Settings file.",
-        envvar="SCALEFIT_CONFIG",
-        show_default="./scalefit.toml if present, else built-in defaults",
-    ),
-]
 
 
 def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
@@ -75,19 +47,6 @@ def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
     from ..config import load_settings
 
     return load_settings(config, options=options)
-
-
-def prepare_prefect_environment() -> None:
-    """Defaults that keep Prefect's ephemeral mode local and quiet.
-
-    scalefit promises nothing leaves 127.0.0.1, so Prefect's telemetry is off unless the user
-    turned it on; a cold start of the ephemeral server takes 10-15 s on a small machine, so the
-    startup wait is generous. Each is only a default: an explicit setting wins.
-    """
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def print_error(message: str) -> None:
@@ -115,12 +74,12 @@ def json_line(obj: Any) -> str:
     return json.dumps(finite(obj), default=str, allow_nan=False)
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn any exception into one clear line on stderr and exit status 1 (see the module
     docstring); a command asked for JSON also prints ``{"error": "..."}`` on stdout."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
@@ -139,7 +98,7 @@ def handle_errors(fn: F) -> F:
             sys.stdout.write(json_line({"error": message}) + "\n")
         raise typer.Exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def human_count(value: float | None) -> str:
@@ -196,8 +155,6 @@ def print_frame(
     ``json_columns`` hold JSON text (nested values) and ``integer_columns`` integers as
     text: JSON output prints them as JSON values and numbers.
     """
-    from rich.table import Table
-
     if fmt == "csv":
         sys.stdout.write(frame.write_csv())
     elif fmt == "json":
@@ -211,10 +168,24 @@ def print_frame(
                     row[name] = int(row[name])
         sys.stdout.write(strict_json(rows) + "\n")
     else:
-        table = Table(title=title, show_lines=False)
-        for name in frame.columns:
-            numeric = frame.schema[name].is_numeric()
-            table.add_column(Text(name), justify="right" if numeric else "left")
-        for row in frame.iter_rows():
-            table.add_row(*(_cell(v) for v in row))
-        console.print(table)
+        numeric = tuple(name for name in frame.columns if frame.schema[name].is_numeric())
+        print_rows(frame.columns, frame.iter_rows(), numeric=numeric, title=title)
+
+
+def print_rows(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    numeric: tuple[str, ...] = (),
+    title: str | None = None,
+) -> None:
+    """Print rows as a rich table (what :func:`print_frame` prints for a table, without
+    polars): ``numeric`` columns are right-aligned, floats shown to 4 significant digits."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for name in columns:
+        table.add_column(Text(name), justify="right" if name in numeric else "left")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)

@@ -1,78 +1,57 @@
-"""``scalefit refresh``, ``scalefit sql`` and ``scalefit models``."""
+"""``scalefit refresh``, ``report``, ``serve``, ``sql`` and ``models``."""
 
 from __future__ import annotations
 
 import time
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
 # Heavy modules (polars, duckdb, pandera, matplotlib, Prefect) are imported inside the
 # commands that need them, so `scalefit fit` or `--help` does not pay for the others.
-from . import app
 from ._common import (
-    ConfigOption,
-    DbOption,
     console,
     handle_errors,
     human_count,
-    prepare_prefect_environment,
     print_error,
     print_frame,
     print_warning,
     read_settings,
-    setting_help,
+)
+from .options import (
+    ConfigOption,
+    CronOption,
+    DbOption,
+    FamilyOption,
+    FormatOption,
+    LogsOption,
+    MaxRunsOption,
+    OfflineOption,
+    OutOption,
+    OutputFormat,
+    QueryArgument,
+    ReportsOption,
+    SqlFormatOption,
+    TimezoneOption,
 )
 
-
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
+if TYPE_CHECKING:
+    from ..pipeline import RefreshInfo
 
 
-def _reports_option(*flags: str) -> typer.models.OptionInfo:
-    return typer.Option(
-        *flags,
-        help=setting_help(
-            "Folder for the Parquet reports and plots.", "SCALEFIT_REPORTS", "store.reports"
-        ),
-        show_default="reports",
-    )
+def register(app: typer.Typer) -> None:
+    """Register this module's commands on ``app``."""
+    for command in (refresh, report, serve, sql, models):
+        app.command()(command)
 
 
-@app.command()
 @handle_errors
 def refresh(
     db: DbOption = None,
-    reports: Annotated[Path | None, _reports_option("--reports")] = None,
+    reports: ReportsOption = None,
     config: ConfigOption = None,
-    logs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--logs",
-            help=setting_help(
-                "A log folder to ingest (repeatable; replaces the settings' folders).",
-                "SCALEFIT_INGEST_FOLDERS",
-                "ingest.folders",
-            ),
-            show_default="none",
-        ),
-    ] = None,
-    offline: Annotated[
-        bool | None,
-        typer.Option(
-            "--offline/--online",
-            help=setting_help(
-                "Download nothing; use cached upstream files.",
-                "SCALEFIT_OFFLINE",
-                "upstream.offline",
-            ),
-            show_default="--online",
-        ),
-    ] = None,
+    logs: LogsOption = None,
+    offline: OfflineOption = None,
 ) -> None:
     """Load the curated datasets and log folders, compare every model with every law, and
     write the reports.
@@ -82,8 +61,6 @@ def refresh(
     Settings: options > SCALEFIT_* variables > scalefit.toml > defaults (see README). Exit
     status 1 when a step failed (the other steps' work is kept).
     """
-    from rich.table import Table
-
     # Every setting is checked here, before Prefect starts; the flow reads the same layers.
     settings = read_settings(
         config,
@@ -92,11 +69,15 @@ def refresh(
         log_folders=("--logs", logs),
         offline=("--offline", offline),
     )
-    prepare_prefect_environment()
     started = time.monotonic()
     with console.status("Starting Prefect (ephemeral mode) and running the refresh flow…"):
+        from ..flows._env import start_ephemeral_server
+
+        # Prefect's temporary server starts while the flow and its libraries are imported.
+        server = start_ephemeral_server()
         from ..flows.refresh import refresh as refresh_flow
 
+        server.wait()
         info = refresh_flow(
             config_path=config,
             db_path=settings.db,
@@ -104,6 +85,16 @@ def refresh(
             log_folders=list(settings.log_folders),
             offline=settings.offline,
         )
+    print_refresh(info, time.monotonic() - started)
+    if info.errors:
+        raise typer.Exit(1)
+
+
+def print_refresh(info: RefreshInfo, seconds: float) -> None:
+    """What ``scalefit refresh`` prints: the table counts, one line per step, the warnings,
+    the reproduction tables, and one ``error:`` line per failed step."""
+    from rich.table import Table
+
     table = Table(title=f"scalefit refresh: {info.db_path}", title_justify="left")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -118,15 +109,15 @@ def refresh(
         f"(sha256 {loaded.sha256[:12]}); log folders: {len(info.steps['ingest'])}; "
         f"comparisons: {info.steps['comparisons']} rows; "
         f"reports in {info.reports_dir}/ ({', '.join(info.steps['reports'].files)}); "
-        f"{time.monotonic() - started:.1f} s",
+        f"{seconds:.1f} s",
         markup=False,
     )
-    for result in info.steps["upstreams"]:
-        if result.status == "warning":
-            print_warning(f"upstream {result.upstream}: {result.message}")
-    for result in info.steps.get("studies", []):
-        if result.status == "warning":
-            print_warning(f"study {result.study}: {result.message}")
+    for upstream in info.steps["upstreams"]:
+        if upstream.status == "warning":
+            print_warning(f"upstream {upstream.upstream}: {upstream.message}")
+    for study in info.steps.get("studies", []):
+        if study.status == "warning":
+            print_warning(f"study {study.study}: {study.message}")
     reproductions = info.steps.get("reproductions")
     if reproductions is not None and reproductions.reproductions is not None:
         from .studies import print_reproduction_tables
@@ -134,31 +125,24 @@ def refresh(
         print_reproduction_tables(reproductions.reproductions)
     for step, message in info.errors.items():
         print_error(f"{step}: {message}")
-    if info.errors:
-        raise typer.Exit(1)
 
 
-@app.command()
 @handle_errors
-def report(
-    db: DbOption = None,
-    out: Annotated[Path | None, _reports_option("--out")] = None,
-    config: ConfigOption = None,
-) -> None:
+def report(db: DbOption = None, out: OutOption = None, config: ConfigOption = None) -> None:
     """Write the Parquet reports and plots from the store, without refitting or reloading.
 
     The comparisons report is recomputed from the store's models and laws (cheap), so it holds
     every law saved since the last refresh (e.g. by `scalefit fit --save`) and agrees with the
     frontier; the store itself is only read.
     """
-    from .. import store
+    from .. import store, user_sql
     from ..report import write_reports
 
     settings = read_settings(config, db=("--db", db), reports=("--out", out))
     db, out = settings.db, settings.reports
     with store.connect(db, create=False):
         pass  # brings an older store's tables up to date
-    with store.connect_locked(db) as con:
+    with user_sql.connect_locked(db) as con:
         info = write_reports(con, out)
     for name, size in info.files.items():
         unit = "bytes" if name.endswith(".png") else "rows"
@@ -171,34 +155,12 @@ def report(
         )
 
 
-@app.command()
 @handle_errors
 def serve(
-    cron: Annotated[
-        str | None,
-        typer.Option(
-            "--cron",
-            help=setting_help('Schedule, e.g. "30 2 * * 1".', "SCALEFIT_CRON", "schedule.cron"),
-            show_default="0 3 * * *",
-        ),
-    ] = None,
-    timezone: Annotated[
-        str | None,
-        typer.Option(
-            "--timezone",
-            help=setting_help(
-                "Time zone of the schedule.", "SCALEFIT_TIMEZONE", "schedule.timezone"
-            ),
-            show_default="UTC",
-        ),
-    ] = None,
+    cron: CronOption = None,
+    timezone: TimezoneOption = None,
     config: ConfigOption = None,
-    max_runs: Annotated[
-        int | None,
-        typer.Option(
-            "--max-runs", help="Stop after this many runs.", min=1, show_default="until stopped"
-        ),
-    ] = None,
+    max_runs: MaxRunsOption = None,
 ) -> None:
     """Run the refresh flow on a cron schedule until interrupted (Ctrl-C).
 
@@ -209,15 +171,17 @@ def serve(
     ephemeral mode.
     """
     from ..errors import ConfigError
+    from ..flows._env import has_prefect_server, prepare_prefect_environment
 
     settings = read_settings(config, cron=("--cron", cron), timezone=("--timezone", timezone))
     cron, timezone = settings.cron, settings.timezone
     prepare_prefect_environment()
+    with_server = has_prefect_server()
+    if with_server and max_runs is not None:
+        raise ConfigError("--max-runs applies only without a Prefect server")
     from ..flows import serve as serving
 
-    if serving.has_prefect_server():
-        if max_runs is not None:
-            raise ConfigError("--max-runs applies only without a Prefect server")
+    if with_server:
         console.print(
             f'Serving refresh/{serving.DEPLOYMENT_NAME} on "{cron}" ({timezone}).', markup=False
         )
@@ -239,15 +203,11 @@ def serve(
     )
 
 
-@app.command()
 @handle_errors
 def sql(
-    query: Annotated[str, typer.Argument(help='A SQL query, e.g. "select * from comparisons".')],
+    query: QueryArgument,
     db: DbOption = None,
-    format: Annotated[
-        OutputFormat,
-        typer.Option("--format", "-f", help="table, csv, or json (one array of row objects)."),
-    ] = OutputFormat.table,
+    format: SqlFormatOption = OutputFormat.table,
     config: ConfigOption = None,
 ) -> None:
     """Run one read-only SQL query against the store and print the result.
@@ -257,11 +217,11 @@ def sql(
     locked read-only connection: it cannot write, read other files, reach the network, load
     extensions or change settings; anything else is refused with the reason (see README).
     """
-    from .. import store
+    from .. import user_sql
 
     db = read_settings(config, db=("--db", db)).db
-    with store.connect_locked(db) as con:
-        result = store.user_query(con, query)
+    with user_sql.connect_locked(db) as con:
+        result = user_sql.user_query(con, query)
     print_frame(
         result.frame,
         format.value,
@@ -270,17 +230,8 @@ def sql(
     )
 
 
-@app.command()
 @handle_errors
-def models(
-    family: Annotated[
-        str | None,
-        typer.Option("--family", help='Only this family, e.g. "Llama 3.1".', show_default="all"),
-    ] = None,
-    format: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="table, csv, or json.")
-    ] = OutputFormat.table,
-) -> None:
+def models(family: FamilyOption = None, format: FormatOption = OutputFormat.table) -> None:
     """List the curated published models (read from the shipped datasets; no database needed)."""
     import polars as pl
 

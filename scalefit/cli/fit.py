@@ -8,147 +8,70 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 # not scalefit.fit: numpy and polars take ~0.4 s
-from .._names import DEFAULT_WARMUP, LAW_NAMES, METRIC_PREFERENCE, POINT_MODES
-from . import app
+from .._names import DEFAULT_WARMUP, LAW_NAMES
 from ._common import (
-    ConfigOption,
-    DbOption,
     console,
     handle_errors,
     json_line,
     print_frame,
+    print_rows,
     print_warning,
     read_settings,
-    setting_help,
+)
+from .options import (
+    BootstrapOption,
+    ConfigOption,
+    DbOption,
+    DeltaOption,
+    ExtrapolateOption,
+    InputOption,
+    IrreducibleOption,
+    JobsOption,
+    JsonOption,
+    LawFormOption,
+    MetricOption,
+    PointsOption,
+    ResampleOption,
+    SaveOption,
+    SeedSettingOption,
+    WarmupOption,
+    WhereOption,
 )
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from ..config import Settings
-    from ..fit import LawFit
+    from ..fit import ExtrapolationScore, LawFit
     from ..fit_select import Selection
 
 
-@app.command("fit")
+def register(app: typer.Typer) -> None:
+    """Register ``scalefit fit`` on ``app``."""
+    app.command("fit")(fit_command)
+
+
 @handle_errors
 def fit_command(
-    input: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="CSV or Parquet: params, tokens, loss (optional flops, run_id).",
-            show_default="none: read runs from the store",
-        ),
-    ] = None,
-    law: Annotated[
-        str, typer.Option("--law", help=f"Law form: {', '.join(LAW_NAMES)}.")
-    ] = "chinchilla",
-    where: Annotated[
-        str | None,
-        typer.Option(
-            "--where",
-            help=setting_help(
-                "Without --input: predicate on `runs` (e.g. \"project = 'x'\").",
-                "SCALEFIT_FIT_WHERE",
-                "fit.where",
-            ),
-            show_default="all runs",
-        ),
-    ] = None,
-    metric: Annotated[
-        str | None,
-        typer.Option(
-            "--metric",
-            help="Use this metric of the store's observations for every run.",
-            show_default="per run, the first of " + ", ".join(METRIC_PREFERENCE),
-        ),
-    ] = None,
-    points: Annotated[
-        str | None,
-        typer.Option(
-            "--points",
-            help=setting_help(
-                "Which observations of each run: " + ", ".join(POINT_MODES) + ".",
-                "SCALEFIT_FIT_POINTS",
-                "fit.points",
-            ),
-            show_default="final",
-        ),
-    ] = None,
-    warmup: Annotated[
-        float,
-        typer.Option(
-            "--warmup",
-            min=0.0,
-            max=0.99,
-            help="With --points checkpoints or envelope: leave out each run's checkpoints "
-            "before this fraction of its tokens.",
-        ),
-    ] = DEFAULT_WARMUP,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            "--seed",
-            help=setting_help("Bootstrap seed.", "SCALEFIT_FIT_SEED", "fit.seed"),
-            show_default="0",
-        ),
-    ] = None,
-    huber_delta: Annotated[float, typer.Option("--huber-delta", help="Huber delta.")] = 1e-3,
-    resample: Annotated[
-        str | None,
-        typer.Option(
-            "--resample",
-            help="Bootstrap unit: points, runs or params.",
-            show_default="runs with --points checkpoints or envelope, else points",
-        ),
-    ] = None,
-    irreducible: Annotated[
-        bool, typer.Option("--irreducible/--no-irreducible", help="Kaplan forms: add a term E.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object.", show_default="off")
-    ] = False,
+    input: InputOption = None,
+    law: LawFormOption = "chinchilla",
+    where: WhereOption = None,
+    metric: MetricOption = None,
+    points: PointsOption = None,
+    warmup: WarmupOption = DEFAULT_WARMUP,
+    bootstrap: BootstrapOption = 1000,
+    seed: SeedSettingOption = None,
+    huber_delta: DeltaOption = 1e-3,
+    resample: ResampleOption = None,
+    irreducible: IrreducibleOption = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
-    save: Annotated[
-        bool | None,
-        typer.Option(
-            "--save/--no-save",
-            help="Save to `fits`/`laws`.",
-            show_default="--save when fit from the store, else --no-save",
-        ),
-    ] = None,
-    extrapolate: Annotated[
-        int,
-        typer.Option(
-            "--extrapolate",
-            min=0,
-            help="Also refit without the K largest compute budgets and score the law's "
-            "predictions there (0: off).",
-            metavar="K",
-        ),
-    ] = 0,
-    jobs: Annotated[
-        int | None,
-        typer.Option(
-            "--jobs",
-            "-j",
-            min=1,
-            help=setting_help(
-                "Processes for the bootstrap refits (same result).",
-                "SCALEFIT_SCALE_JOBS",
-                "scale.jobs",
-            ),
-            show_default="1",
-        ),
-    ] = None,
+    save: SaveOption = None,
+    extrapolate: ExtrapolateOption = 0,
+    jobs: JobsOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Fit a scaling law (Huber loss in log space, grid of starts, bootstrap intervals).
@@ -160,8 +83,6 @@ def fit_command(
     estimates, intervals, diagnostics, and each run's metric and points or why it was left
     out.
     """
-    from .. import fit as fitting
-
     settings = read_settings(
         config,
         db=("--db", db),
@@ -170,35 +91,20 @@ def fit_command(
         jobs=("--jobs", jobs),
         fit_points=("--points", points),
     )
-    form = _check_law(law, irreducible, extrapolate)
+    form = check_law(law, irreducible=irreducible, extrapolate=extrapolate)
     picked = _Data.read(input, settings, metric, points, warmup, form)
-    resample = _resample(resample, picked.mode, form)
-    # The fit's warnings are part of its result (printed below, and in --json), so Python's
-    # warning display (file, line and source) is not shown; others are shown as one line.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with _bootstrap_pool(settings.jobs if bootstrap else 1) as bootstrap_map:
-            result = fitting.fit_named(
-                picked.data,
-                law,
-                delta=huber_delta,
-                n_bootstrap=bootstrap,
-                seed=settings.seed,
-                resample=resample,
-                irreducible=irreducible,
-                bootstrap_jobs=settings.jobs,
-                bootstrap_map=bootstrap_map,
-            )
-        score = (
-            fitting.extrapolation_score(
-                picked.data, law=form, holdout=extrapolate, delta=huber_delta
-            )
-            if extrapolate
-            else None
-        )
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        if message not in result.warnings:
-            print_warning(message)
+    result, score = run_fit(
+        picked.data,
+        law,
+        form,
+        delta=huber_delta,
+        n_bootstrap=bootstrap,
+        seed=settings.seed,
+        resample=_resample(resample, picked.mode, form),
+        irreducible=irreducible,
+        jobs=settings.jobs,
+        extrapolate=extrapolate,
+    )
     result = picked.tag(result)
     do_save = save if save is not None else (input is None)
     if do_save:
@@ -209,12 +115,15 @@ def fit_command(
             out["extrapolation"] = score.to_json()
         sys.stdout.write(json_line(out) + "\n")
         return
-    _print_text(result, picked, score, settings.db if do_save else None)
+    print_fit(result, score, saved_in=None)
+    picked.print_runs()
+    if do_save:
+        console.print(f"saved as {result.fit_id} in {settings.db}", highlight=False, markup=False)
 
 
-def _check_law(law: str, irreducible: bool, extrapolate: int) -> str:
-    """The form ``--law`` fits; an unknown law, or --extrapolate of a law it cannot score,
-    is one line."""
+def check_law(law: str, *, irreducible: bool, extrapolate: int) -> str:
+    """The form ``--law`` names; a :class:`~scalefit.errors.FitError` for an unknown law, or
+    for ``--extrapolate`` with a law the Huber engine does not fit."""
     from .. import fit as fitting
     from ..errors import FitError
 
@@ -227,6 +136,18 @@ def _check_law(law: str, irreducible: bool, extrapolate: int) -> str:
             f"({', '.join(k for k, v in LAW_NAMES.items() if v in fitting.FORMS)}), not {law}"
         )
     return form
+
+
+def read_input(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The points of ``--input`` (a plain numeric CSV without polars: see
+    :mod:`scalefit._points_csv`) and the fit's record of them (path and sha256)."""
+    from .. import fit_store
+    from .._points_csv import read_points_fast
+
+    data = read_points_fast(path)
+    if data is None:
+        data = fit_store.read_points(path)
+    return data, fit_store.file_input(path)
 
 
 def _resample(resample: str | None, mode: str, form: str) -> str:
@@ -247,9 +168,49 @@ def _resample(resample: str | None, mode: str, form: str) -> str:
     return resample
 
 
-def _print_text(result: LawFit, picked: _Data, score: object, saved_to: Path | None) -> None:
-    """The fit as text: estimates, summary lines, the runs it used and left out."""
-    print_frame(result.to_frame(), title=f"{result.form} fit to {result.n_points} points")
+def run_fit(
+    data: Any, law: str, form: str, *, delta: float, extrapolate: int, jobs: int, **settings: Any
+) -> tuple[LawFit, ExtrapolationScore | None]:
+    """The fit (and the extrapolation score with ``extrapolate``). The fit's warnings are
+    part of its result (printed with it, and in --json), so Python's warning display (file,
+    line and source) is not shown; other warnings are printed as one line each."""
+    from .. import fit as fitting
+
+    n_bootstrap = settings["n_bootstrap"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _bootstrap_pool(jobs if n_bootstrap else 1) as bootstrap_map:
+            result = fitting.fit_named(
+                data, law, delta=delta, bootstrap_jobs=jobs, bootstrap_map=bootstrap_map, **settings
+            )
+        score = (
+            fitting.extrapolation_score(data, law=form, holdout=extrapolate, delta=delta)
+            if extrapolate
+            else None
+        )
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        if message not in result.warnings:
+            print_warning(message)
+    return result, score
+
+
+def print_fit(result: LawFit, score: ExtrapolationScore | None, *, saved_in: Path | None) -> None:
+    """The fit as a table of estimates and intervals, then its summary lines."""
+
+    def number(value: Any) -> float | None:  # as a Float64 column holds it
+        return None if value is None else float(value)
+
+    rows = [
+        (name, kind, number(value), *map(number, result.ci.get(name, (None, None))))
+        for kind, values in (("parameter", result.estimates), ("derived", result.derived))
+        for name, value in values.items()
+    ]
+    print_rows(
+        ("name", "kind", "estimate", "ci_low", "ci_high"),
+        rows,
+        numeric=("estimate", "ci_low", "ci_high"),
+        title=f"{result.form} fit to {result.n_points} points",
+    )
     lines = str(result).splitlines()
     console.print(lines[0], highlight=False, markup=False)
     for line in lines[1:]:
@@ -259,16 +220,15 @@ def _print_text(result: LawFit, picked: _Data, score: object, saved_to: Path | N
             console.print(line, highlight=False, markup=False)
     if score is not None:
         console.print(str(score), highlight=False, markup=False)
-    picked.print_runs()
-    if saved_to is not None:
-        console.print(f"saved as {result.fit_id} in {saved_to}", highlight=False, markup=False)
+    if saved_in is not None:
+        console.print(f"saved as {result.fit_id} in {saved_in}", highlight=False, markup=False)
 
 
 @dataclass(frozen=True)
 class _Data:
     """The points of a fit, what chose them, and (from the store) each run's account."""
 
-    data: pl.DataFrame
+    data: Any  # a polars frame, or columns read without polars (--input)
     record: dict[str, Any]
     selection: Selection | None = None
 
@@ -296,18 +256,18 @@ class _Data:
                     "--points chooses observations of the store's runs; the points of "
                     "--input are fitted as they are"
                 )
-            return cls(fit_store.read_points(input), fit_store.file_input(input))
+            return cls(*read_input(input))
         mode, where = settings.fit_points, settings.fit_where or None
         if form == "envelope" and mode != "checkpoints":
             raise FitError(
                 f"--law envelope builds its own envelope from each run's loss curve: use "
                 f"--points checkpoints (not {mode})"
             )
-        from .. import store  # not imported for --input: pandera and DuckDB take ~0.2 s
+        from .. import user_sql  # not imported for --input: pandera and DuckDB take ~0.2 s
 
         # --where is a user's SQL: checked, then evaluated on the locked read-only
         # connection; only the matching ids travel on (never the text).
-        with store.connect_locked(settings.db) as con:
+        with user_sql.connect_locked(settings.db) as con:
             sel = fit_store.select_runs(con, where=where, metric=metric, points=mode, warmup=warmup)
         for message in sel.warnings:
             print_warning(message)

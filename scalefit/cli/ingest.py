@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
 from .._counts import parse_count as _parse_count
-from ..schemas.vocabulary import LOG_FORMATS
-from . import app
-from ._common import (
+from ._common import console, err_console, handle_errors, read_settings
+from .options import (
     ConfigOption,
     DbOption,
-    console,
-    err_console,
-    handle_errors,
-    read_settings,
-    setting_help,
+    LogFormatOption,
+    ParamsOption,
+    PathsArgument,
+    ProjectOption,
+    ScheduleOption,
+    TokensPerStepOption,
 )
 
 if TYPE_CHECKING:
     from ..load import logs as _ingest
 
-# scalefit.ingest (pandera, the store) and rich.progress are imported by the command that
+# scalefit.load (pandera, the store) and rich.progress are imported by the command that
 # uses them: `import scalefit.cli` runs for every command, `scalefit fit` included.
 
 
-LogFormat = StrEnum("LogFormat", {f: f for f in LOG_FORMATS})
-"""The choices of ``--format``: the vocabulary's log formats."""
+def register(app: typer.Typer) -> None:
+    """Register ``scalefit ingest`` on ``app``."""
+    app.command(help=_HELP, epilog=_EPILOG)(ingest)
 
 
 def parse_count(text: str | None) -> float | None:
@@ -55,10 +55,10 @@ _HELP = (
     "\n\n"
     "Formats, detected from the name and first line: long tables in CSV, JSONL or Parquet "
     "(run_id, step, tokens, flops, loss columns such as loss, train_loss, eval_loss, and "
-    "optional params, project, unique_tokens, tokens_per_step); Hugging Face "
+    "optional params, project, unique_tokens, tokens_per_step, schedule); Hugging Face "
     "trainer_state.json; W&B CSV exports (run history, or chart export). Run metadata may "
-    "sit in run.json or run.yaml beside the logs; --project, --params and --tokens-per-step "
-    "fill in what the files do not say."
+    "sit in run.json or run.yaml beside the logs; --project, --params, --tokens-per-step and "
+    "--schedule fill in what the files do not say."
     "\n\n"
     "Unchanged files are skipped, grown logs add only their new rows, a changed file "
     "replaces its rows; every file is one transaction. Rejected rows go to the quarantine "
@@ -66,56 +66,19 @@ _HELP = (
 )
 
 
-@app.command(help=_HELP, epilog=_EPILOG)
 @handle_errors
 def ingest(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(help="Log files or folders (folders are walked for recognised logs)."),
-    ],
-    project: Annotated[
-        str | None,
-        typer.Option(
-            help=setting_help(
-                "Project of runs whose file and run.json do not name one.",
-                "SCALEFIT_PROJECT",
-                "ingest.project",
-            ),
-            show_default="default",
-        ),
-    ] = None,
-    params: Annotated[
-        str | None,
-        typer.Option(
-            help="Parameter count of runs whose file and run.json do not give one "
-            "(e.g. 125M, 1.3e9).",
-            show_default="from n_layer and d_model in run.json",
-        ),
-    ] = None,
-    tokens_per_step: Annotated[
-        str | None,
-        typer.Option(
-            "--tokens-per-step",
-            help="Tokens per optimizer step (batch size x sequence length), so that "
-            "tokens = step x this, for runs that do not log tokens.",
-            show_default="none",
-        ),
-    ] = None,
-    format: Annotated[
-        LogFormat | None,
-        typer.Option(
-            "--format", help="Force the format instead of detecting it.", show_default="detect"
-        ),
-    ] = None,
+    paths: PathsArgument,
+    project: ProjectOption = None,
+    params: ParamsOption = None,
+    tokens_per_step: TokensPerStepOption = None,
+    schedule: ScheduleOption = None,
+    format: LogFormatOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Ingest training logs (see ``_HELP``)."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .. import store
-    from ..load import logs as _ingest
 
     settings = read_settings(config, db=("--db", db), project=("--project", project))
     db = settings.db
@@ -124,6 +87,54 @@ def ingest(
     store.use_storage_version(settings.storage_version)
     count_params = parse_count(params)
     count_tps = parse_count(tokens_per_step)
+    report = ingest_with_progress(
+        db,
+        paths,
+        project=project,
+        params=count_params,
+        tokens_per_step=count_tps,
+        fmt=format.value if format else None,
+        schedule=schedule.value if schedule else None,
+    )
+    _print_report(report)
+    for info in report.infos:
+        for warning in info.warnings:
+            err_console.print(
+                f"warning: {Path(info.path).name}: {warning}", highlight=False, markup=False
+            )
+    if report.skipped:
+        shown = report.skipped[:10]
+        console.print(f"skipped {len(report.skipped)} file(s) that are not logs:")
+        for path, reason in shown:
+            console.print(f"  {path}: {reason}", highlight=False, markup=False)
+        if len(report.skipped) > len(shown):
+            console.print(f"  … and {len(report.skipped) - len(shown)} more")
+    code = report.exit_code
+    if code == 2:
+        err_console.print(
+            "some rows were rejected: see them with "
+            f'`scalefit sql "select path, row_number, reason from quarantine" --db {db}`'
+        )
+    if code:
+        raise typer.Exit(code)
+
+
+def ingest_with_progress(
+    db: Path,
+    paths: list[Path],
+    *,
+    project: str | None,
+    params: float | None,
+    tokens_per_step: float | None,
+    fmt: str | None,
+) -> _ingest.IngestReport:
+    """:func:`scalefit.load.logs.ingest_paths` with a progress bar on stderr (bytes and files
+    done, the file being read), gone when it ends."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..load import logs as _ingest
+
     files, _ = _ingest.discover(paths)
     total = sum(f.stat().st_size for f in files) or 1
     done_bytes = 0
@@ -152,37 +163,15 @@ def ingest(
                 files=f"{event.file_index + 1}/{event.n_files} files",
             )
 
-        report = _ingest.ingest_paths(
+        return _ingest.ingest_paths(
             db,
             paths,
             project=project,
-            params=count_params,
-            tokens_per_step=count_tps,
-            fmt=format.value if format else None,
+            params=params,
+            tokens_per_step=tokens_per_step,
+            fmt=fmt,
             progress=progress,
         )
-
-    _print_report(report)
-    for info in report.infos:
-        for warning in info.warnings:
-            err_console.print(
-                f"warning: {Path(info.path).name}: {warning}", highlight=False, markup=False
-            )
-    if report.skipped:
-        shown = report.skipped[:10]
-        console.print(f"skipped {len(report.skipped)} file(s) that are not logs:")
-        for path, reason in shown:
-            console.print(f"  {path}: {reason}", highlight=False, markup=False)
-        if len(report.skipped) > len(shown):
-            console.print(f"  … and {len(report.skipped) - len(shown)} more")
-    code = report.exit_code
-    if code == 2:
-        err_console.print(
-            "some rows were rejected: see them with "
-            f'`scalefit sql "select path, row_number, reason from quarantine" --db {db}`'
-        )
-    if code:
-        raise typer.Exit(code)
 
 
 def _print_report(report: _ingest.IngestReport) -> None:

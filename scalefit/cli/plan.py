@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from . import app
-from ._common import (
-    DEFAULT_DB_PATH,
+from ._common import DEFAULT_DB_PATH, console, handle_errors, human_count, json_line, read_settings
+from .options import (
     ConfigOption,
-    console,
-    handle_errors,
-    human_count,
-    json_line,
-    read_settings,
-    setting_help,
+    FlopsOption,
+    InferenceTokensOption,
+    JsonOption,
+    LawIdOption,
+    PlanDbOption,
+    TargetLossOption,
+    UniqueTokensOption,
 )
 
 if TYPE_CHECKING:
@@ -90,51 +91,20 @@ def _ci(point: Any, name: str, *, count: bool = True) -> str:
     return f" [{_fmt(lo, count=count)}, {_fmt(hi, count=count)}]"
 
 
-@app.command("plan")
+def register(app: typer.Typer) -> None:
+    """Register ``scalefit plan`` on ``app``."""
+    app.command("plan")(plan_command)
+
+
 @handle_errors
 def plan_command(
-    flops: Annotated[float, typer.Option("--flops", help="Training compute budget (FLOPs).")],
-    law: Annotated[
-        str,
-        typer.Option("--law", help="Law id in the store (published or fitted)."),
-    ] = DEFAULT_LAW,
-    unique_tokens: Annotated[
-        float | None,
-        typer.Option(
-            "--unique-tokens", help="Unique training tokens available.", show_default="unlimited"
-        ),
-    ] = None,
-    inference_tokens: Annotated[
-        float | None,
-        typer.Option(
-            "--inference-tokens",
-            help="Lifetime inference tokens expected.",
-            show_default="none: no inference-aware plan",
-        ),
-    ] = None,
-    target_loss: Annotated[
-        float | None,
-        typer.Option(
-            "--target-loss",
-            help="Loss the inference-aware model must reach.",
-            show_default="the compute-optimal one's",
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object.", show_default="off")
-    ] = False,
-    db: Annotated[
-        Path | None,
-        typer.Option(
-            "--db",
-            help=setting_help(
-                "DuckDB file (when it does not exist: the curated laws).",
-                "SCALEFIT_DB",
-                "store.db",
-            ),
-            show_default="scalefit.duckdb",
-        ),
-    ] = None,
+    flops: FlopsOption,
+    law: LawIdOption = DEFAULT_LAW,
+    unique_tokens: UniqueTokensOption = None,
+    inference_tokens: InferenceTokensOption = None,
+    target_loss: TargetLossOption = None,
+    as_json: JsonOption = False,
+    db: PlanDbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Plan a training run: compute-optimal N and D for --flops, and, where asked, the
@@ -143,8 +113,6 @@ def plan_command(
 
     Intervals are shown for a fitted law whose bootstrap samples are in the store.
     """
-    from rich.table import Table
-
     from ..errors import AllocationUnavailableError
     from ..plan import plan_budget
 
@@ -167,6 +135,28 @@ def plan_command(
         out["law"]["caveat"] = caveat
         sys.stdout.write(json_line(out) + "\n")
         return
+    print_plan(result, flops, law, caveat)
+
+
+_ROWS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("params", lambda p: _fmt(p.params) + _ci(p, "params")),
+    ("tokens", lambda p: _fmt(p.tokens) + _ci(p, "tokens")),
+    (
+        "tokens/param",
+        lambda p: _fmt(p.tokens_per_param, count=False) + _ci(p, "tokens_per_param", count=False),
+    ),
+    ("loss", lambda p: _fmt(p.loss, count=False) + _ci(p, "loss", count=False)),
+    ("epochs", lambda p: _fmt(p.epochs, count=False) + _ci(p, "epochs", count=False)),
+    ("training FLOPs", lambda p: f"{p.training_flops:.3g}"),
+    ("total FLOPs", lambda p: "" if p.total_flops is None else f"{p.total_flops:.3g}"),
+)
+"""The rows of the plan table: a label and how each plan's cell is written."""
+
+
+def print_plan(result: Any, flops: float, law: str, caveat: str | None) -> None:
+    """The plan as a table (one column per optimum asked for), then its notes."""
+    from rich.table import Table
+
     table = Table(title=f"{flops:.3g} FLOPs under {law} ({result.law_form})")
     table.add_column("", justify="left", no_wrap=True)
     points = [
@@ -180,21 +170,7 @@ def plan_command(
     ]
     for label, _ in points:
         table.add_column(label, justify="right")
-    rows = (
-        ("params", lambda p: _fmt(p.params) + _ci(p, "params")),
-        ("tokens", lambda p: _fmt(p.tokens) + _ci(p, "tokens")),
-        (
-            "tokens/param",
-            lambda p: (
-                _fmt(p.tokens_per_param, count=False) + _ci(p, "tokens_per_param", count=False)
-            ),
-        ),
-        ("loss", lambda p: _fmt(p.loss, count=False) + _ci(p, "loss", count=False)),
-        ("epochs", lambda p: _fmt(p.epochs, count=False) + _ci(p, "epochs", count=False)),
-        ("training FLOPs", lambda p: f"{p.training_flops:.3g}"),
-        ("total FLOPs", lambda p: "" if p.total_flops is None else f"{p.total_flops:.3g}"),
-    )
-    for name, cell in rows:
+    for name, cell in _ROWS:
         cells = [cell(p) for _, p in points]
         if any(cells):
             table.add_row(name, *cells)

@@ -5,29 +5,35 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from . import app
-from ._common import (
+from ._common import console, handle_errors, print_frame, print_warning, read_settings
+from .options import (
     ConfigOption,
     DbOption,
-    console,
-    handle_errors,
-    print_frame,
-    print_warning,
-    read_settings,
+    JsonArrayOption,
+    ReproduceBootstrapOption,
+    ReproduceJsonOption,
+    SeedOption,
+    StudyArgument,
 )
 
 if TYPE_CHECKING:
     import polars as pl
 
-studies_app = typer.Typer(
-    help="Published run datasets (studies): list them, load them into the store.",
-    no_args_is_help=True,
-)
-app.add_typer(studies_app, name="studies")
+
+def register(app: typer.Typer) -> None:
+    """Register ``scalefit studies list|load`` and ``scalefit reproduce`` on ``app``."""
+    studies_app = typer.Typer(
+        help="Published run datasets (studies): list them, load them into the store.",
+        no_args_is_help=True,
+    )
+    studies_app.command("list")(list_command)
+    studies_app.command("load")(load_command)
+    app.add_typer(studies_app, name="studies")
+    app.command("reproduce")(reproduce_command)
 
 
 def _load(db: Path | None, name: str, config: Path | None):
@@ -48,12 +54,9 @@ def _load(db: Path | None, name: str, config: Path | None):
     return study, info, settings.db
 
 
-@studies_app.command("list")
 @handle_errors
 def list_command(
-    db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-    config: ConfigOption = None,
+    db: DbOption = None, as_json: JsonArrayOption = False, config: ConfigOption = None
 ) -> None:
     """The declared studies (datasets/studies/*.toml), and how many of their runs the store
     holds (when the store exists)."""
@@ -69,13 +72,8 @@ def list_command(
     print_frame(frame, "json" if as_json else "table", title="studies")
 
 
-@studies_app.command("load")
 @handle_errors
-def load_command(
-    name: Annotated[str, typer.Argument(help="Study name (see `scalefit studies list`).")],
-    db: DbOption = None,
-    config: ConfigOption = None,
-) -> None:
+def load_command(name: StudyArgument, db: DbOption = None, config: ConfigOption = None) -> None:
     """Load a study's runs and observations into the store: files from the mirror
     ([upstream] mirror or SCALEFIT_UPSTREAM_MIRROR), the cache, or a download, each verified
     against its pinned sha256. Loading the same files again changes nothing."""
@@ -134,18 +132,13 @@ def print_reproduction_tables(frame: pl.DataFrame) -> None:
         print_frame(table, "table", title=title)
 
 
-@app.command("reproduce")
 @handle_errors
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help="Study name (see `scalefit studies list`).")],
+    name: StudyArgument,
     db: DbOption = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help='Print one object: {"study", "claims": [...]}.')
-    ] = False,
-    bootstrap: Annotated[
-        int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples (beyond the paper).")
-    ] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    as_json: ReproduceJsonOption = False,
+    bootstrap: ReproduceBootstrapOption = 100,
+    seed: SeedOption = 0,
     config: ConfigOption = None,
 ) -> None:
     """Recompute a study's paper claims from its runs (loading the study first if needed),

@@ -71,7 +71,7 @@ from .extrapolation import extrapolation_score
 from .forms import FORMS, REGISTRY, Form, hoffmann_grid
 from .named import fit_named, named_form
 from .parametric import fit_chinchilla, fit_data_constrained, fit_kaplan, fit_law
-from .result import ConvergenceWarning, ExtrapolationScore, FittedLaw, LawFit, envelope_budgets_text
+from .result import ConvergenceWarning, ExtrapolationScore, LawFit, envelope_budgets_text
 from .settings import GRID_ITERATIONS, REFERENCE_FLOPS, RESAMPLE, FitOptions, FitSettings
 
 __all__ = [
@@ -91,7 +91,6 @@ __all__ = [
     "ExtrapolationScore",
     "FitOptions",
     "FitSettings",
-    "FittedLaw",
     "Form",
     "LawFit",
     "envelope_budgets_text",

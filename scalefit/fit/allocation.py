@@ -153,7 +153,12 @@ def _allocation_fit(
     always solved exactly."""
     return make_fit(
         form=procedure,
-        law=AllocationLaw(**est),
+        law=AllocationLaw(
+            params_exp=est["params_exp"],
+            params_coef=est["params_coef"],
+            tokens_exp=est["tokens_exp"],
+            tokens_coef=est["tokens_coef"],
+        ),
         est=est,
         derived={},
         samples=samples,

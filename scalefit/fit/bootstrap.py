@@ -1,9 +1,10 @@
 """The bootstrap of a nonlinear fit: resample weights, picklable refit jobs, intervals.
 
 Each resample is refit from the full-data optimum alone (a warm start; no other basin is
-tried) to certified convergence. The resamples are drawn at once, before they are split into
-:class:`BootstrapJob` (run by the builtin ``map``, an executor's ``map`` or Prefect tasks),
-so the samples do not depend on how many jobs there are or where they run.
+tried) to certified convergence. The resamples are drawn in order, block by block within the
+engine's memory budget, and split into :class:`BootstrapJob` (run by the builtin ``map``, an
+executor's ``map`` or Prefect tasks); the samples do not depend on how many jobs there are
+or where they run.
 """
 
 from __future__ import annotations
@@ -29,22 +30,26 @@ __all__ = [
 ]
 
 
+def _bootstrap_groups(pts: _Points, resample: str) -> np.ndarray:
+    """The group of each point that a resample draws whole: the point itself, its run or
+    its model size."""
+    if resample == "points":
+        return np.arange(pts.n)
+    if resample == "runs":
+        if pts.run_id is None:
+            raise FitError("`resample='runs'` needs a `run_id` column; use 'points' or 'params'")
+        return np.unique(pts.run_id, return_inverse=True)[1]
+    return np.unique(pts.params, return_inverse=True)[1]
+
+
 def _bootstrap_weights(
     pts: _Points, resample: str, n_bootstrap: int, rng: np.random.Generator
 ) -> np.ndarray:
-    if resample == "points":
-        groups = np.arange(pts.n)
-    elif resample == "runs":
-        if pts.run_id is None:
-            raise FitError("`resample='runs'` needs a `run_id` column; use 'points' or 'params'")
-        groups = np.unique(pts.run_id, return_inverse=True)[1]
-    else:
-        groups = np.unique(pts.params, return_inverse=True)[1]
-    n_groups = int(groups.max()) + 1
-    draws = rng.integers(0, n_groups, size=(n_bootstrap, n_groups))
-    counts = np.zeros((n_bootstrap, n_groups))
-    np.add.at(counts, (np.arange(n_bootstrap)[:, None], draws), 1.0)
-    return counts[:, groups]
+    """All ``(n_bootstrap, n)`` resample weights at once (how often each point is drawn);
+    the fit draws them block by block instead (:func:`refit_resamples`), row for row the
+    same."""
+    blocks = _optim.bootstrap_weight_blocks(_bootstrap_groups(pts, resample), n_bootstrap, rng)
+    return np.concatenate([w for _, _, w in blocks]) if n_bootstrap else np.zeros((0, pts.n))
 
 
 class BootstrapRefits(NamedTuple):
@@ -77,11 +82,13 @@ class BootstrapJob:
 
 
 BootstrapMap = Callable[
-    [Callable[[BootstrapJob], BootstrapRefits], Sequence[BootstrapJob]],
+    [Callable[[BootstrapJob], BootstrapRefits], Iterable[BootstrapJob]],
     Iterable[BootstrapRefits],
 ]
 """Runs bootstrap jobs, in order, like the builtin ``map`` (the default), an executor's
-``map``, or Prefect tasks (the refresh flow's ``bootstrap_map``)."""
+``map``, or Prefect tasks (the refresh flow's ``bootstrap_map``). The jobs come as an
+iterator that draws each job's resamples when it is taken: the builtin ``map`` holds one
+job's weights at a time; a parallel map takes them all first."""
 
 
 def run_bootstrap_job(job: BootstrapJob) -> BootstrapRefits:
@@ -121,11 +128,18 @@ def refit_resamples(
     records the count of failures in ``diag`` and warns when over 1% failed.
     """
     n = how.n_bootstrap
-    W = _bootstrap_weights(pts, how.resample, n, how.rng)
-    parts = [BootstrapJob(obj, theta, w, *bounds) for w in np.array_split(W, min(how.jobs, n))]
+    groups = _bootstrap_groups(pts, how.resample)
+    # Jobs of at most ceil(n / jobs) resamples, each drawn only when it is run (with the
+    # builtin map) and within the engine's memory budget: 1,000 resamples of 1M points
+    # would be an 8 GB matrix at once. The draws are the same however they are split.
+    per_job = -(-n // min(how.jobs, n))
+    rows = min(per_job, _optim.weight_block_rows(pts.n, int(groups.max()) + 1))
+    n_parts = -(-n // rows)
+    blocks = _optim.bootstrap_weight_blocks(groups, n, how.rng, max_rows=rows)
+    parts = (BootstrapJob(obj, theta, w, *bounds) for _, _, w in blocks)
     done = list(how.map_jobs(run_bootstrap_job, parts))
-    if len(done) != len(parts):
-        raise RuntimeError(f"bootstrap_map returned {len(done)} results for {len(parts)} jobs")
+    if len(done) != n_parts:
+        raise RuntimeError(f"bootstrap_map returned {len(done)} results for {n_parts} jobs")
     thetas = np.concatenate([d.theta for d in done])
     converged = np.concatenate([d.converged for d in done])
     n_bad = int((~converged).sum())

@@ -59,20 +59,24 @@ def _predict_grad(
         return _predict_grad_raw(theta, params, tokens, unique)
 
 
-def _predict_grad_raw(
-    theta: np.ndarray, params: np.ndarray, tokens: np.ndarray, unique: np.ndarray
+def _effective_data(
+    rd: np.ndarray, tokens: np.ndarray, u_d: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    a, b, e, al, be, rd, rn = (theta[:, j, None] for j in range(7))
-    n, d = params[None, :], tokens[None, :]
-    u_d = np.minimum(unique, tokens)[None, :]
-    # effective data D' = U_D (1 + R* (1 - e^-x)), x = R_D / R*
-    r_d = d / u_d - 1.0
+    """Effective data ``D' = U_D (1 + R* (1 - e^-x))``, ``x = R_D / R*``, and
+    ``d log D' / d log R_D*``."""
+    r_d = tokens[None, :] / u_d - 1.0
     rds = np.exp(rd)
     x = r_d / rds
     ex = np.exp(-x)
     d_eff = u_d * (1.0 + rds * -np.expm1(-x))
-    dlogd_drd = rds * u_d * (-np.expm1(-x) - x * ex) / d_eff
-    # unique parameters U_N = G (U_D G)^(beta/alpha), log G = (log al + a - log be - b)/(al+be)
+    return d_eff, rds * u_d * (-np.expm1(-x) - x * ex) / d_eff
+
+
+def _unique_params(
+    a: np.ndarray, b: np.ndarray, al: np.ndarray, be: np.ndarray, u_d: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``log U_N`` with ``U_N = G (U_D G)^(beta/alpha)``, ``log G = (log al + a - log be -
+    b)/(al+be)``, and its derivatives by ``a``, ``b``, ``alpha``, ``beta``."""
     s = al + be
     log_g = (np.log(al) + a - np.log(be) - b) / s
     log_ud = np.log(u_d)
@@ -86,6 +90,13 @@ def _predict_grad_raw(
     dlun = {k: (1.0 + be / al) * v for k, v in dlg.items()}
     dlun["al"] = dlun["al"] - (be / al**2) * (log_g + log_ud)
     dlun["be"] = dlun["be"] + (log_g + log_ud) / al
+    return log_un, dlun
+
+
+def _effective_params(
+    log_un: np.ndarray, rn: np.ndarray, n: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Effective parameters ``N'``, ``d log N' / d log U_N`` and ``d log N' / d log R_N*``."""
     u_n = np.exp(log_un)
     excess = n > u_n
     un = np.where(excess, u_n, n)
@@ -95,8 +106,17 @@ def _predict_grad_raw(
     n_eff = un * (1.0 + rns * -np.expm1(-y))
     # dN'/dU_N = 1 + R*(1 - e^-y) - (N/U_N) e^-y on the excess branch, 0 otherwise
     dn_dun = np.where(excess, 1.0 + rns * -np.expm1(-y) - (n / un) * ey, 0.0)
-    dlogn_dlun = dn_dun * un / n_eff
-    dlogn_drn = rns * un * (-np.expm1(-y) - y * ey) / n_eff
+    return n_eff, dn_dun * un / n_eff, rns * un * (-np.expm1(-y) - y * ey) / n_eff
+
+
+def _predict_grad_raw(
+    theta: np.ndarray, params: np.ndarray, tokens: np.ndarray, unique: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    a, b, e, al, be, rd, rn = (theta[:, j, None] for j in range(7))
+    u_d = np.minimum(unique, tokens)[None, :]
+    d_eff, dlogd_drd = _effective_data(rd, tokens, u_d)
+    log_un, dlun = _unique_params(a, b, al, be, u_d)
+    n_eff, dlogn_dlun, dlogn_drn = _effective_params(log_un, rn, params[None, :])
     log_n, log_d = np.log(n_eff), np.log(d_eff)
     z1 = a - al * log_n
     z2 = b - be * log_d

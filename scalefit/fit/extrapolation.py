@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Unpack
 
 import numpy as np
-import polars as pl
 
 from ..errors import FitError
+from ..laws import KaplanComputeLaw, LossLaw
 from .forms import FORMS, check_form
 from .parametric import Starts, fit_form
 from .points import PointsLike, as_points, budget_groups
@@ -50,15 +50,20 @@ def extrapolation_score(
         raise FitError(f"{n_groups} compute budget(s): cannot hold out {holdout} and still fit")
     test = groups >= n_groups - holdout
     train = pts.take(np.flatnonzero(~test))
-    frame = pl.DataFrame(
-        {"params": train.params, "tokens": train.tokens, "flops": train.flops, "loss": train.loss}
-    )
-    fitted = fit_form(frame, form, s, starts=starts)
+    columns = {
+        "params": train.params,
+        "tokens": train.tokens,
+        "flops": train.flops,
+        "loss": train.loss,
+    }
+    fitted = fit_form(columns, form, s, starts=starts)
     law_ = fitted.law
-    if law.startswith("kaplan_c"):
-        pred = np.asarray(law_.loss_at_flops(pts.flops[test]), dtype=float)  # type: ignore[union-attr]
+    if isinstance(law_, KaplanComputeLaw):  # the kaplan_c forms: a loss of the points' compute
+        pred = np.asarray(law_.loss_at_flops(pts.flops[test]), dtype=float)
+    elif isinstance(law_, LossLaw):
+        pred = np.asarray(law_.loss(pts.params[test], pts.tokens[test]), dtype=float)
     else:
-        pred = np.asarray(law_.loss(pts.params[test], pts.tokens[test]), dtype=float)  # type: ignore[union-attr]
+        raise FitError(f"an extrapolation score needs a loss law, not a {law_.form} law")
     rel = pred / pts.loss[test] - 1.0
     return ExtrapolationScore(
         n_train=int((~test).sum()),

@@ -31,12 +31,12 @@ from ..laws import (
     KaplanJointLaw,
     KaplanParamsLaw,
     KaplanTokensLaw,
+    Law,
     OvertrainingLaw,
 )
 from . import constrained, models
 from .models import Estimates, Model
 from .points import PointsLike, _Points, as_constrained_points, as_points
-from .result import FittedLaw
 from .settings import GRID_ITERATIONS
 
 __all__ = ["FORMS", "REGISTRY", "Form", "check_form", "hoffmann_grid"]
@@ -61,7 +61,7 @@ class Form:
     grid: np.ndarray  # default starts (rows of theta)
     build_model: Callable[[_Points], Model]
     to_estimates: Callable[[np.ndarray], Estimates]
-    to_law: Callable[[Mapping[str, float]], FittedLaw]
+    to_law: Callable[[Mapping[str, float]], Law]
     target: str = "loss"  # the column fitted (in log space); ``error`` for downstream_error
     derive: Callable[[Mapping[str, np.ndarray], float], Estimates] = models.no_derived
     grid_iterations: int = GRID_ITERATIONS
@@ -99,15 +99,15 @@ class Form:
         tokens per parameter at ``reference_flops``."""
         return self.derive(est, reference_flops)
 
-    def law(self, est: Mapping[str, float]) -> FittedLaw:
+    def law(self, est: Mapping[str, float]) -> Law:
         return self.to_law(est)
 
 
-def _law_of(cls: Callable[..., FittedLaw], est: Mapping[str, float]) -> FittedLaw:
+def _law_of(cls: Callable[..., Law], est: Mapping[str, float]) -> Law:
     return cls(**est)
 
 
-def _chinchilla_law(est: Mapping[str, float]) -> FittedLaw:
+def _chinchilla_law(est: Mapping[str, float]) -> Law:
     return ChinchillaLaw(**{k: est[k] for k in ("E", "A", "B", "alpha", "beta")})
 
 

@@ -1,17 +1,24 @@
-"""Points to fit: checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts)."""
+"""Points to fit: checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts).
+
+polars is imported when points are read, not with the module: ``import scalefit.fit`` stays
+light for the commands that only fit (issue 16; ``tests/test_cli_startup.py``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import polars as pl
 
+from .._budgets import budget_groups
 from ..errors import FitError
 from ..laws import training_flops
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "PointsLike",
@@ -21,7 +28,7 @@ __all__ = [
     "check_fittable",
 ]
 
-PointsLike = pl.DataFrame | Mapping[str, Any]
+PointsLike: TypeAlias = "pl.DataFrame | Mapping[str, Any]"
 """What the fit functions accept: a polars frame, or a mapping of columns."""
 
 
@@ -74,6 +81,8 @@ class _Points:
 
 
 def _frame(data: PointsLike) -> pl.DataFrame:
+    import polars as pl
+
     return data if isinstance(data, pl.DataFrame) else pl.DataFrame(data)
 
 
@@ -85,6 +94,8 @@ def _column(frame: pl.DataFrame, name: str, *, required: bool) -> np.ndarray | N
                 "rename your columns to params, tokens, loss (optional flops, run_id)"
             )
         return None
+    import polars as pl
+
     values = frame[name]
     if name == "run_id":
         return values.cast(pl.String).to_numpy()
@@ -154,6 +165,8 @@ def _constrained_column(frame: pl.DataFrame, name: str) -> np.ndarray:
             f"the data have no `{name}` column (columns: {', '.join(frame.columns)}); a "
             "data-constrained fit needs params, tokens, unique_tokens and loss"
         )
+    import polars as pl
+
     values = frame[name].cast(pl.Float64).to_numpy().astype(float)
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
@@ -168,6 +181,8 @@ def _constrained_column(frame: pl.DataFrame, name: str) -> np.ndarray:
 def as_constrained_points(data: PointsLike) -> _Points:
     """Points of the data-constrained form: ``params``, ``tokens``, ``unique_tokens`` and
     ``loss`` (optional ``run_id``), all checked."""
+    import polars as pl
+
     frame = _frame(data)
     params, tokens = _constrained_column(frame, "params"), _constrained_column(frame, "tokens")
     unique = _constrained_column(frame, "unique_tokens")
@@ -193,16 +208,3 @@ def check_fittable(
                 f"all points have the same `{col}`: `{name}` cannot separate the "
                 f"{col} term from the others; add points at other {col} values"
             )
-
-
-def budget_groups(flops: np.ndarray, rtol: float) -> np.ndarray:
-    """Group index of each point: points whose FLOPs are within ``rtol`` of the smallest of
-    their group share a compute budget."""
-    order = np.argsort(flops)
-    groups = np.empty(flops.size, dtype=int)
-    g, lead = -1, -np.inf
-    for i in order:
-        if flops[i] > lead * (1 + rtol):
-            g, lead = g + 1, flops[i]
-        groups[i] = g
-    return groups

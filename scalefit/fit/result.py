@@ -6,66 +6,41 @@ import datetime as dt
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 import scalefit
 
 from .._json import finite
 from ..errors import FitError
-from ..laws import (
-    AllocationLaw,
-    ChinchillaLaw,
-    DataConstrainedLaw,
-    DownstreamErrorLaw,
-    KaplanComputeLaw,
-    KaplanJointLaw,
-    KaplanParamsLaw,
-    KaplanTokensLaw,
-    OvertrainingLaw,
-    law_from_parameters,
-)
+from ..laws import Allocation, Law, LossLaw, law_from_parameters
 from ..schemas.vocabulary import PROCEDURES
 from .bootstrap import percentile_ci
 from .settings import check_confidence_level
 
+if TYPE_CHECKING:
+    import polars as pl
+
 __all__ = [
     "ConvergenceWarning",
     "ExtrapolationScore",
-    "FittedLaw",
     "LawFit",
     "envelope_budgets_text",
     "json_text",
     "make_fit",
 ]
 
-FittedLaw = (
-    ChinchillaLaw
-    | KaplanParamsLaw
-    | KaplanTokensLaw
-    | KaplanComputeLaw
-    | KaplanJointLaw
-    | OvertrainingLaw
-    | DownstreamErrorLaw
-    | DataConstrainedLaw
-    | AllocationLaw
-)
-"""The laws a fit produces (typed by the concrete classes until ``scalefit.laws`` has its
-``Law`` protocol)."""
 
-
-def _method(law: FittedLaw, name: str) -> Callable[..., Any]:
-    """``law.<name>`` (``loss``, ``allocation``), or a :class:`FitError` naming the law form
-    that has none (an allocation law predicts no loss; a downstream law no allocation)."""
-    method = getattr(law, name, None)
-    if method is None:
-        raise FitError(f"a {law.form} law has no {name}")
-    return method  # type: ignore[no-any-return]
+def _loss_law(law: Law) -> LossLaw:
+    """``law`` as a :class:`~scalefit.laws.LossLaw`, or a :class:`FitError` naming the law
+    form that predicts no loss (an allocation law, a downstream-error law)."""
+    if not isinstance(law, LossLaw):
+        raise FitError(f"a {law.form} law has no loss")
+    return law
 
 
 class ConvergenceWarning(UserWarning):
@@ -139,7 +114,7 @@ class LawFit:
     """
 
     form: str
-    law: FittedLaw
+    law: Law
     estimates: Mapping[str, float]
     derived: Mapping[str, float]
     ci: Mapping[str, tuple[float, float]]
@@ -175,9 +150,9 @@ class LawFit:
 
     def predict(self, params: Any, tokens: Any) -> np.ndarray:
         """Predicted loss of the fitted law."""
-        return np.asarray(_method(self.law, "loss")(params, tokens))
+        return np.asarray(_loss_law(self.law).loss(params, tokens))
 
-    def sample_laws(self) -> list[FittedLaw]:
+    def sample_laws(self) -> list[Law]:
         """One law per bootstrap resample (those that converged)."""
         names = [n for n in self.estimates if n in self.sample_names]
         cols = [self.sample_names.index(n) for n in names]
@@ -205,7 +180,7 @@ class LawFit:
         FitError
             The fit has no bootstrap samples.
         """
-        preds = [_method(law, "loss")(params, tokens) for law in self.sample_laws()]
+        preds = [_loss_law(law).loss(params, tokens) for law in self.sample_laws()]
         return self._interval(preds, confidence_level)
 
     def allocation_interval(
@@ -213,7 +188,7 @@ class LawFit:
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Percentile bootstrap intervals of the compute-optimal ``params`` and ``tokens``
         at ``flops``."""
-        allocs = [_method(law, "allocation")(flops) for law in self.sample_laws()]
+        allocs: list[Allocation] = [law.allocation(flops) for law in self.sample_laws()]
         return {
             "params": self._interval([a.params for a in allocs], confidence_level),
             "tokens": self._interval([a.tokens for a in allocs], confidence_level),
@@ -225,6 +200,8 @@ class LawFit:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per parameter and derived quantity: name, kind, estimate, ci_low, ci_high."""
+        import polars as pl
+
         rows = []
         for kind, values in (("parameter", self.estimates), ("derived", self.derived)):
             for name, value in values.items():
@@ -351,7 +328,7 @@ def json_text(obj: Any) -> str:
 def make_fit(
     *,
     form: str,
-    law: FittedLaw,
+    law: Law,
     est: dict[str, float],
     derived: dict[str, float],
     samples: np.ndarray,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -159,7 +159,7 @@ class FitSettings:
             object.__setattr__(self, name, value)
 
     @classmethod
-    def of(cls, settings: FitSettings | None = None, **options: object) -> FitSettings:
+    def of(cls, settings: FitSettings | None = None, **options: Unpack[FitOptions]) -> FitSettings:
         """``settings`` (default ``FitSettings()``) with the fields named in ``options``
         replaced; an unknown name is a :class:`FitError` listing the known ones."""
         base = cls() if settings is None else settings
@@ -169,7 +169,7 @@ class FitSettings:
             raise FitError(
                 f"unknown fit setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return dataclasses.replace(base, **options) if options else base  # type: ignore[arg-type]
+        return dataclasses.replace(base, **options) if options else base
 
     def rng(self) -> np.random.Generator:
         """The bootstrap's generator: ``seed`` itself when it is one."""

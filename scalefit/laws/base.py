@@ -173,7 +173,9 @@ def register(
     def add(cls: _L) -> _L:
         if not is_dataclass(cls):
             raise TypeError(f"{cls.__name__} must be a dataclass to be registered as a law")
-        form: str = cls.form  # type: ignore[attr-defined]
+        form = getattr(cls, "form", None)  # a class attribute, not a dataclass field
+        if not isinstance(form, str):
+            raise TypeError(f"{cls.__name__} must name its law form in a `form` class attribute")
         if form in REGISTRY:
             raise ValueError(f"law form `{form}` is registered twice")
         own = [f for f in fields(cls) if f.name != "extra"]

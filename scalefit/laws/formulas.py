@@ -53,9 +53,14 @@ def chinchilla_loss(
 
 
 def chinchilla_allocation(
-    flops: ArrayLike, A: float, B: float, alpha: float, beta: float
+    flops: ArrayLike,
+    A: FloatArray | float,
+    B: FloatArray | float,
+    alpha: FloatArray | float,
+    beta: FloatArray | float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Compute-optimal ``(N_opt, D_opt)`` of the Chinchilla law under ``C = 6 N D``.
+    """Compute-optimal ``(N_opt, D_opt)`` of the Chinchilla law under ``C = 6 N D``
+    (vectorised: the coefficients may be arrays, one value per bootstrap resample).
 
     Minimising ``L`` subject to ``C = 6 N D`` gives (Hoffmann et al. 2022, Eq. 4 and D.2)::
 

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import AllocationUnavailableError
-from .base import FloatArray, Law
+from .base import FloatArray, Law, LossLaw
 from .chinchilla import ChinchillaLaw
 from .data_constrained import DataConstrainedLaw
 from .formulas import argmin_log, training_flops
@@ -30,14 +30,13 @@ LossFn = Callable[[ArrayLike, ArrayLike], FloatArray]
 
 def _loss_fn(law: Law, unique_tokens: ArrayLike | None) -> LossFn:
     """The law's ``L(N, D)``; with ``unique_tokens``, its data-constrained loss at ``U``."""
-    loss: LossFn | None = getattr(law, "loss", None)
-    if loss is None:
+    if not isinstance(law, LossLaw):
         raise AllocationUnavailableError(
             f"law form `{law.form}` predicts no loss: the inference-aware optimum needs a law "
             "with a parametric loss L(N, D) (e.g. `chinchilla`, `data_constrained`, `kaplan_nd`)"
         )
     if unique_tokens is None:
-        return loss
+        return law.loss
     if isinstance(law, DataConstrainedLaw):
         u = unique_tokens
         return lambda n, d: law.loss(n, d, u)

@@ -194,8 +194,9 @@ def _validate_file(path: Path, kind: str, frame: pl.DataFrame) -> pl.DataFrame:
     try:
         checked = validate_frame(frame, _SCHEMAS[kind])
     except ValidationError as exc:
+        names = exc.missing + exc.extra
         raise DatasetError(
-            f"{path}: {exc}", path=str(path), column=(exc.missing + exc.extra or [None])[0]
+            f"{path}: {exc}", path=str(path), column=names[0] if names else None
         ) from exc
     if not checked.ok:
         _raise_failures(path, checked.failures)
@@ -271,8 +272,10 @@ def read_curated(directory: Path | None = None) -> CuratedData:
                 path=str(directory),
                 column=key,
             )
-    dupes = frames["law_parameters"].filter(pl.struct("law_id", "parameter").is_duplicated())
-    if dupes.height:
+    dupe_parameters = frames["law_parameters"].filter(
+        pl.struct("law_id", "parameter").is_duplicated()
+    )
+    if dupe_parameters.height:
         raise DatasetError(
             f"{directory}: duplicate law parameters across files", path=str(directory)
         )

@@ -140,8 +140,10 @@ _COUNTS = ("params", "unique_tokens", "tokens_per_step")
 
 def _count(name: str, value: object) -> object:
     """A count given as text (``"350M"``, ``"1.3B"``) read as the command line reads it
-    (:func:`scalefit._counts.parse_count`); text that is no count is left for the schema to
-    reject with its reason."""
+    (:func:`scalefit._counts.parse_count`), and a ``schedule`` in any case (``"Cosine"``);
+    text that is neither is left for the schema to reject with its reason."""
+    if name == "schedule" and isinstance(value, str):
+        return value.strip().lower()
     if name in _COUNTS and isinstance(value, str):
         with contextlib.suppress(ValueError):
             return parse_count(value)

@@ -32,6 +32,13 @@ class _ObservationRows(ObservationSchema):
 STAGE_COLUMNS = (*(c for c in TABLES["observations"].columns if c != "ingest_id"), "row_number")
 """A measurement as read: the columns of ``observations`` but its ingest id, and the file row."""
 
+TOKEN_SOURCES = ("tokens", "step x tokens_per_step", "num_input_tokens_seen")
+"""Where a measurement's ``tokens`` come from, first found wins: the file's ``tokens``
+column; else its step times the run's ``tokens_per_step`` (a column, run.json or
+``--tokens-per-step``; 0 at step 0); else Hugging Face's ``num_input_tokens_seen`` (a Trainer
+state's entries, W&B's ``train/num_input_tokens_seen``), which counts every input id, padding
+included, so a declared tokens per step is preferred to it."""
+
 _NUMERIC = {"step": pl.Int64, "tokens": pl.Float64, "flops": pl.Float64, "value": pl.Float64}
 
 
@@ -52,7 +59,9 @@ def _long(chunk: Chunk) -> pl.DataFrame:
             }
         )
     target = pl.Float64 if all(frame.schema[m].is_numeric() for m in metrics) else pl.String
-    index = [c for c in (ROW, "run_id", "step", "tokens", "flops") if c in frame.columns]
+    index = [
+        c for c in (ROW, "run_id", "step", "tokens", "flops", "tokens_seen") if c in frame.columns
+    ]
     long = frame.select(*index, *(pl.col(m).cast(target) for m in metrics)).unpivot(
         on=metrics, index=index, variable_name="metric", value_name="value"
     )
@@ -230,6 +239,7 @@ def _checked(long: pl.DataFrame, runs: _Runs) -> tuple[pl.DataFrame, pl.DataFram
     whether the valid ones are in file order."""
     ids = long["run_id"].drop_nulls().unique().to_list()
     runs.resolve([r for r in ids if r.strip()])
+    long = _with_counter(long, runs)
     bad = long.clear()
     if any(r in runs.bad for r in ids):
         is_bad = pl.col("run_id").is_in(pl.Series(list(runs.bad), dtype=pl.String).implode())
@@ -259,14 +269,30 @@ def _explained(rejected: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _with_counter(long: pl.DataFrame, runs: _Runs) -> pl.DataFrame:
+    """``tokens`` missing from a row taken from the file's ``tokens_seen`` (HF's
+    ``num_input_tokens_seen``) for runs without a ``tokens_per_step``, whose derived count
+    comes first (:data:`TOKEN_SOURCES`); the column is then dropped, as read (validated as
+    ``tokens``)."""
+    if "tokens_seen" not in long.columns:
+        return long
+    seen, tokens = long["tokens_seen"], long["tokens"]
+    if seen.dtype != tokens.dtype:
+        seen, tokens = seen.cast(pl.String), tokens.cast(pl.String)
+    derived = [r for r, row in runs.good.items() if row["tokens_per_step"] is not None]
+    use = ~pl.col("run_id").is_in(pl.Series(derived, dtype=pl.String).implode())
+    return long.with_columns(pl.coalesce(tokens, pl.when(use).then(seen)).alias("tokens")).drop(
+        "tokens_seen"
+    )
+
+
 def _with_tokens(valid: pl.DataFrame, runs: _Runs) -> pl.DataFrame:
-    """Missing ``tokens`` as ``step * tokens_per_step`` of the run (null at step 0)."""
+    """Missing ``tokens`` as ``step * tokens_per_step`` of the run (0 at step 0: nothing
+    was trained before the first step)."""
     tps = {r: row["tokens_per_step"] for r, row in runs.good.items()}
     if not (valid["tokens"].null_count() and any(v is not None for v in tps.values())):
         return valid
     derived = pl.col("step") * pl.col("run_id").replace_strict(
         tps, default=None, return_dtype=pl.Float64
     )
-    return valid.with_columns(
-        pl.coalesce("tokens", pl.when(pl.col("step") > 0).then(derived)).alias("tokens")
-    )
+    return valid.with_columns(pl.coalesce("tokens", derived).alias("tokens"))

@@ -43,12 +43,18 @@ class _Runs:
         project: str | None,
         params: float | None,
         tokens_per_step: float | None,
+        schedule: str | None = None,
         ingest_id: str,
         careful: bool = True,
     ) -> None:
         self.meta = meta
         self.file_meta = source.meta
-        self.flags = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+        self.flags = {
+            "project": project,
+            "params": params,
+            "tokens_per_step": tokens_per_step,
+            "schedule": schedule,
+        }
         self.ingest_id = ingest_id
         self.good: dict[str, dict] = {}
         self.bad: dict[str, str] = {}
@@ -58,7 +64,14 @@ class _Runs:
         self.streamed = source.has_run_columns and not careful
         # What `runs` holds, read once: the chunks' statements then run in the writer thread
         # (:class:`_Writer`), and this transaction writes `runs` only after the last chunk.
-        names = ("project", "params", "params_method", "tokens_per_step", "unique_tokens")
+        names = (
+            "project",
+            "params",
+            "params_method",
+            "tokens_per_step",
+            "unique_tokens",
+            "schedule",
+        )
         self.existing: dict[str, dict] = {
             row[0]: dict(zip(names, row[1:], strict=True))
             for row in store.run(con, f"SELECT run_id, {', '.join(names)} FROM runs")
@@ -198,13 +211,6 @@ class _Runs:
                 f"run `{run_id}` has no parameter count: pass `--params N`, add {where}, "
                 "add a `params` column, or give `n_layer` and `d_model` in run.json"
             )
-        settings = {
-            k: v
-            for k, v in {**self.file_meta, **side}.items()
-            if k not in ("runs", "params", "project", "tokens_per_step", "unique_tokens")
-        }
-        if self.meta.model_config:
-            settings["model_config"] = self.meta.model_config
         flops = side.get("flops", self.file_meta.get("flops"))
         row = {
             "run_id": run_id,
@@ -214,7 +220,20 @@ class _Runs:
             "flops": flops,
             "unique_tokens": pick("unique_tokens"),
             "tokens_per_step": pick("tokens_per_step"),
-            "config": json.dumps(settings, default=str, sort_keys=True),
+            "schedule": pick("schedule"),
+            "config": self._config(side),
             "ingest_id": self.ingest_id,
         }
         return {k: None if v is None else str(v) for k, v in row.items()}, None
+
+    def _config(self, side: dict) -> str:
+        """``runs.config``: the file's and the sidecar's settings that have no column of
+        their own, and the Trainer's model config."""
+        settings = {
+            k: v
+            for k, v in {**self.file_meta, **side}.items()
+            if k != "runs" and k not in RUN_COLUMNS
+        }
+        if self.meta.model_config:
+            settings["model_config"] = self.meta.model_config
+        return json.dumps(settings, default=str, sort_keys=True)

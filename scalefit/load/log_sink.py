@@ -92,7 +92,7 @@ class _Writer:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
+        self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._skip = False
         self._thread = threading.Thread(target=self._work, name="scalefit-ingest-writer")
@@ -116,8 +116,8 @@ class _Writer:
         if self._error is not None:
             raise self._error
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Queue ``job`` (waiting while the queue is full)."""
+    def submit(self, job: Callable[[], object]) -> None:
+        """Queue ``job`` (waiting while the queue is full; its result is not kept)."""
         self._raise()
         self._jobs.put(job)
 

@@ -9,7 +9,7 @@ Formats (detected from the name and first line; see :data:`scalefit.load.readers
 - ``csv``, ``jsonl``, ``parquet``: a long table with ``run_id``, ``step``, optional ``tokens``
   and ``flops``, one or more loss columns (``loss``, ``train_loss``, ``eval_loss``, any name
   ending in ``loss``) and optional run-level columns ``project``, ``params``,
-  ``unique_tokens``, ``tokens_per_step`` (constant per run).
+  ``unique_tokens``, ``tokens_per_step``, ``schedule`` (constant per run).
 - ``trainer_state``: a Hugging Face Trainer ``trainer_state.json``.
 - ``wandb``: a W&B run-history CSV export (``_step``, ``train/loss``…) or a chart export
   (``Step``, ``<run> - <metric>``, ``… __MIN``, ``… __MAX``).
@@ -27,10 +27,11 @@ Run metadata (first found wins): the file's own columns, then a sidecar ``run.js
 ``run.yaml`` beside the file (a ``runs: {run_id: {...}}`` section for per-run values), then
 ``params`` derived from ``n_layer``/``d_model`` in that sidecar or in a Trainer's
 ``config.json`` (``12 n_layer d_model^2``, ``params_method = 'config_12ld2'``), then the
-``project``/``params``/``tokens_per_step`` arguments, then what ``runs`` already holds for the
-run. ``tokens`` missing from a row is ``step * tokens_per_step`` (null at step 0). Counts
-(``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line takes
-them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
+``project``/``params``/``tokens_per_step``/``schedule`` arguments, then what ``runs`` already
+holds for the run. A row's ``tokens``: its own, else ``step * tokens_per_step`` (0 at step 0),
+else Hugging Face's ``num_input_tokens_seen`` (:data:`scalefit.load.log_rows.TOKEN_SOURCES`).
+Counts (``params``, ``unique_tokens``, ``tokens_per_step``) may be written as the command line
+takes them (``"350M"``, ``"1.3B"``: :func:`scalefit._counts.parse_count`). A run left without any
 token count is stored with a warning (:attr:`IngestInfo.warnings`): it cannot be fitted.
 
 Re-ingesting
@@ -59,13 +60,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import duckdb
 import polars as pl
 
 from .. import store
 from ..errors import DatabaseBusyError, IngestError, ScalefitError, UnknownFormatError
+from ..schemas.vocabulary import SCHEDULES
 from .info import LoadInfo, Previous, Scan, decide, failed_unchanged, now, started
 from .log_meta import (
     DEFAULT_PROJECT,
@@ -86,6 +88,15 @@ from .readers import FORMATS, LINE_FORMATS, Source, detect_format, metric_name, 
 log = logging.getLogger(__name__)
 
 
+class RunOptions(TypedDict):
+    """What the user said of every run of an ingest (see :func:`ingest_paths`)."""
+
+    project: str | None
+    params: float | None
+    tokens_per_step: float | None
+    schedule: NotRequired[str | None]
+
+
 MEMORY_LIMIT = os.environ.get("SCALEFIT_INGEST_MEMORY", "256MB")
 """DuckDB's ``memory_limit`` on the connections the ingest opens (env
 ``SCALEFIT_INGEST_MEMORY``). Within a file's transaction DuckDB keeps the blocks it has
@@ -95,9 +106,16 @@ so the limit costs no speed (measured at 10M rows). A careful pass over a big fi
 :func:`_write`) spills its stage to DuckDB's temporary directory beyond it."""
 
 
-def _check_options(fmt: str | None, params: float | None, tokens_per_step: float | None) -> None:
+def _check_options(
+    fmt: str | None,
+    params: float | None,
+    tokens_per_step: float | None,
+    schedule: str | None = None,
+) -> None:
     if fmt is not None and fmt not in FORMATS:
         raise UnknownFormatError(f"`fmt` must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     for name, value in (("params", params), ("tokens_per_step", tokens_per_step)):
         if value is not None and not (value > 0 and value != float("inf")):
             raise ValueError(f"`{name}` must be a positive finite number, not {value!r}")
@@ -142,6 +160,7 @@ def _message(
     meta: _Metadata,
     rejected_runs: dict[str, str],
     warnings: Sequence[str],
+    rows_rejected: int = 0,
 ) -> str:
     words = {
         "new": "read",
@@ -154,6 +173,9 @@ def _message(
             f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else ""
         )
         parts.append(f"runs: {shown}")
+    elif rows_rejected and not rejected_runs:
+        # Not "no data rows": every row was read and rejected, each with its reason.
+        parts.append("every row rejected (reasons in `quarantine`)")
     elif not rejected_runs:
         parts.append("no data rows")
     if rejected_runs:
@@ -166,7 +188,9 @@ def _message(
     if meta.files:
         parts.append(f"metadata from {', '.join(meta.files)}")
     if source.ignored:
-        parts.append(f"ignored columns: {', '.join(source.ignored[:10])}")
+        # An unnamed column is pandas' index (`to_csv()` of a W&B `run.history()`).
+        ignored = [c.strip() or "(unnamed)" for c in source.ignored[:10]]
+        parts.append(f"ignored columns: {', '.join(ignored)}")
     return "; ".join(parts)
 
 
@@ -268,7 +292,7 @@ def _one_pass(
     meta: _Metadata,
     progress: Callable[[int], None] | None,
     careful: bool,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """One pass over the file, inside its transaction (see :func:`_ingest_rows`)."""
     info, counts = plan.info, _Counts()
@@ -290,7 +314,9 @@ def _one_pass(
         rows_ok=rows_ok,
         rows_rejected=counts.rows_rejected,
         status="rejected_rows" if counts.rows_rejected else "ok",
-        message=_message(plan.mode, source, run_ids, meta, runs.bad, warnings),
+        message=_message(
+            plan.mode, source, run_ids, meta, runs.bad, warnings, counts.rows_rejected
+        ),
         mode=plan.mode,
         runs=run_ids,
         warnings=warnings,
@@ -307,7 +333,7 @@ def _ingest_rows(
     source: Source,
     meta: _Metadata,
     progress: Callable[[int], None] | None,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """The file's one transaction: its rows, runs, quarantine and ``ingests`` row.
 
@@ -333,7 +359,7 @@ def _read_file(
     plan: _Plan,
     meta: _Metadata,
     progress: Callable[[int], None] | None,
-    run_options: dict[str, float | str | None],
+    run_options: RunOptions,
 ) -> LoadInfo:
     """Read the file as planned, in one transaction; a failure is recorded, not raised."""
     fmt = plan.info.format
@@ -374,6 +400,7 @@ def ingest_file(
     tokens_per_step: float | None = None,
     fmt: str | None = None,
     progress: Callable[[int], None] | None = None,
+    schedule: str | None = None,
 ) -> LoadInfo:
     """Ingest one log file in one transaction; return what was done.
 
@@ -383,10 +410,10 @@ def ingest_file(
         An open store connection, or the DuckDB file to open (for this file only).
     path
         The log file.
-    project, params, tokens_per_step
+    project, params, tokens_per_step, schedule
         Defaults for runs whose file and sidecar do not say (see the module docstring).
-        Default None: ``project`` is then ``default``, and a run without a parameter count
-        is rejected to ``quarantine``.
+        Default None: ``project`` is then ``default``, a run without a parameter count
+        is rejected to ``quarantine``, and a run's ``schedule`` stays unknown (null).
     fmt
         Force a format (one of :data:`scalefit.load.readers.FORMATS`); default None: detect.
     progress
@@ -404,7 +431,7 @@ def ingest_file(
     ValueError
         An argument is invalid.
     """
-    _check_options(fmt, params, tokens_per_step)
+    _check_options(fmt, params, tokens_per_step, schedule)
     path = Path(path).resolve()
     info = started("logs", str(path), format=fmt)
     try:
@@ -413,7 +440,9 @@ def ingest_file(
         meta = _metadata(path, detected)
     except (ScalefitError, OSError) as exc:
         return _record_failure(db, info, exc)
-    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    options: RunOptions = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    if schedule is not None:  # so that files ingested before `schedule` existed stay unchanged
+        options["schedule"] = schedule
     info = dataclasses.replace(info, settings_sha256=_settings_sha(fmt, meta, **options))
     with _connection(db) as con:
         # DuckDB draws its own progress bar on stdout for long statements; ours is enough.
@@ -464,6 +493,7 @@ def ingest_paths(
     tokens_per_step: float | None = None,
     fmt: str | None = None,
     progress: ProgressCallback | None = None,
+    schedule: str | None = None,
 ) -> IngestReport:
     """Ingest files and folders of logs, one file (and one short connection) at a time.
 
@@ -474,7 +504,7 @@ def ingest_paths(
         connection.
     paths
         Files and folders; folders are walked (see :func:`discover`).
-    project, params, tokens_per_step, fmt
+    project, params, tokens_per_step, fmt, schedule
         As for :func:`ingest_file`, applied to every file.
     progress
         Called with an :class:`IngestProgress` after each chunk and each file.
@@ -500,9 +530,14 @@ def ingest_paths(
     >>> report[0].status, report[0].rows_ok
     ('ok', 1)
     """
-    _check_options(fmt, params, tokens_per_step)
+    _check_options(fmt, params, tokens_per_step, schedule)
     files, skipped = discover(paths)
-    options = {"project": project, "params": params, "tokens_per_step": tokens_per_step}
+    options: RunOptions = {
+        "project": project,
+        "params": params,
+        "tokens_per_step": tokens_per_step,
+        "schedule": schedule,
+    }
     infos = [
         _ingest_one(db, path, i, len(files), progress, fmt=fmt, **options)
         for i, path in enumerate(files)

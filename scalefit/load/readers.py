@@ -1,7 +1,8 @@
 """Readers of training logs: each turns one file into chunks of a normalised wide frame.
 
 A chunk has one row per row of the file: ``__row_number`` (1-based data row, header
-excluded), ``run_id``, ``step``, optional ``tokens``/``flops``, optional run-level columns
+excluded), ``run_id``, ``step``, optional ``tokens``/``flops``/``tokens_seen`` (Hugging
+Face's ``num_input_tokens_seen``), optional run-level columns
 (``params``, ``project``, ``unique_tokens``, ``tokens_per_step``) and one column per metric,
 named as stored in ``observations.metric``. Values are kept as read (text for CSV) so that
 :func:`scalefit.load.validate.validate_frame` can say what is wrong with a cell. Reading is
@@ -31,21 +32,39 @@ LINE_FORMATS = LINE_LOG_FORMATS
 CHUNK_ROWS = 500_000
 """Rows per chunk: bounds memory on large files."""
 
-RUN_COLUMNS = ("project", "params", "unique_tokens", "tokens_per_step")
+RUN_COLUMNS = ("project", "params", "unique_tokens", "tokens_per_step", "schedule")
 """Run-level columns a long table may repeat on every row (constant per run)."""
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     # canonical name: accepted headers, most specific first (W&B's `_step` counts log calls,
-    # not optimizer steps, so the trainer's own step wins when both are present).
+    # not optimizer steps, so the trainer's own step wins when both are present: HF's
+    # `train/global_step`, nanoGPT's `iter`).
     "run_id": ("run_id", "run", "name", "run_name"),
-    "step": ("step", "train/global_step", "global_step", "trainer/global_step", "_step"),
-    "tokens": ("tokens", "num_input_tokens_seen", "train/num_input_tokens_seen"),
+    "step": (
+        "step",
+        "train/global_step",
+        "global_step",
+        "trainer/global_step",
+        "iter",
+        "iter_num",
+        "iteration",
+        "_step",
+    ),
+    "tokens": ("tokens",),
+    # HF Trainer's counter (W&B: `train/num_input_tokens_seen`): used where neither `tokens`
+    # nor steps x tokens_per_step gives the tokens (scalefit.load.log_rows.TOKEN_SOURCES).
+    "tokens_seen": ("num_input_tokens_seen", "train/num_input_tokens_seen"),
     "flops": ("flops",),
     "project": ("project",),
     "params": ("params",),
     "unique_tokens": ("unique_tokens",),
     "tokens_per_step": ("tokens_per_step",),
+    "schedule": ("schedule",),
 }
+_SUMMARIES = frozenset({"train/train_loss"})
+"""Headers that look like a loss but are no measurement at a step: the run-average training
+loss HF's W&B callback logged (as ``train/train_loss``, at the last step) before it moved
+it to the run summary (huggingface/transformers#29612, March 2024)."""
 _WANDB_WIDE = re.compile(r"^(?P<run>.+) - (?P<metric>.+?)(?P<agg>__MIN|__MAX)?$")
 _WANDB_MARKERS = ("_step", "_runtime", "_timestamp")
 
@@ -160,7 +179,7 @@ def _mapping(headers: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
     for h in headers:
         if h in rename:
             continue
-        if is_metric(h) and metric_name(h) not in rename.values():
+        if is_metric(h) and metric_name(h) not in rename.values() and h not in _SUMMARIES:
             name = metric_name(h)
             if name in metrics:
                 ignored.append(h)
@@ -423,15 +442,8 @@ _TRAINER_META = (
 )
 
 
-def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
-    """A Hugging Face Trainer ``trainer_state.json``.
-
-    Each ``log_history`` entry is a row (its 1-based position is the row number). HF logs the
-    training loss as ``loss`` (stored as ``train_loss``, the name its W&B integration uses) and
-    evaluation losses as ``eval_*loss``. The closing summary entry (the one with
-    ``train_runtime``, whose ``train_loss`` is an average over the whole run) is not a
-    measurement at a step and is skipped. ``total_flos`` becomes the run's ``flops``.
-    """
+def _trainer_state(path: Path) -> dict:
+    """The parsed ``trainer_state.json``, or one clear error saying why it cannot be."""
     try:
         state = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -450,25 +462,45 @@ def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
             f"{path}: a Trainer state needs a `log_history` list; this JSON has none. "
             "Pass the right `--format`"
         )
+    return state
+
+
+def _trainer_record(entry: dict) -> dict[str, object]:
+    """One ``log_history`` entry as a row: ``step``, ``tokens_seen`` (HF's
+    ``num_input_tokens_seen``), ``train_loss`` (HF's ``loss``) and the metrics."""
+    rec: dict[str, object] = {}
+    for key, value in entry.items():
+        if key == "step":
+            rec["step"] = value
+        elif key == "num_input_tokens_seen":
+            rec["tokens_seen"] = value
+        elif key == "loss":
+            rec["train_loss"] = value
+        elif is_metric(key):
+            rec[metric_name(key)] = value
+    return rec
+
+
+def read_trainer_state(path: Path, *, run_id: str | None) -> Source:
+    """A Hugging Face Trainer ``trainer_state.json``.
+
+    Each ``log_history`` entry is a row (its 1-based position is the row number). HF logs the
+    training loss as ``loss`` (stored as ``train_loss``, the name its W&B integration uses) and
+    evaluation losses as ``eval_*loss``. The closing summary entry (the one with
+    ``train_runtime``, whose ``train_loss`` is an average over the whole run) is not a
+    measurement at a step and is skipped. ``total_flos`` becomes the run's ``flops``.
+    """
+    state = _trainer_state(path)
     records, rows = [], []
     for i, entry in enumerate(state["log_history"], start=1):
         if not isinstance(entry, dict) or "train_runtime" in entry:
             continue
-        rec: dict[str, object] = {}
-        for key, value in entry.items():
-            if key == "step":
-                rec["step"] = value
-            elif key == "num_input_tokens_seen":
-                rec["tokens"] = value
-            elif key == "loss":
-                rec["train_loss"] = value
-            elif is_metric(key):
-                rec[metric_name(key)] = value
+        rec = _trainer_record(entry)
         if len(rec) > 1 or "step" not in rec:
             records.append(rec)
             rows.append(i)
     frame = _frame_from_records(records, rows)
-    metrics = [c for c in frame.columns if c not in (ROW, "step", "tokens")]
+    metrics = [c for c in frame.columns if c not in (ROW, "step", "tokens_seen")]
     if "step" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.String).alias("step"))
     frame = _with_run_id(frame, run_id)

@@ -47,7 +47,7 @@ import os
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,18 +127,55 @@ def studies_dir() -> Path:
     return datasets_dir() / "studies"
 
 
+_Fail = Callable[[str], UpstreamConfigError]
+"""Builds the error of a malformed declaration, naming its file."""
+
+
 def _declaration(path: Path, known_sources: set[str]) -> Study:
+    """The study declared in ``path``, checked in named steps (the file's name and TOML, its
+    ``[study]`` table, its ``[files]``, its ``[[claims]]``); the first fault raises."""
     name = path.stem
 
     def fail(message: str) -> UpstreamConfigError:
         return UpstreamConfigError(f"{path}: {message}", path=str(path), upstream=name)
 
-    if not _NAME.match(name):
+    doc = _read_declaration(path, fail)
+    head = _study_table(doc, known_sources, fail)
+    files = _files_table(doc, fail)
+    claims = doc.get("claims", [])
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise fail("`claims` must be [[claims]] tables")
+    extra = {k: v for k, v in doc.items() if k not in ("study", "files", "claims")}
+    return Study(
+        name=name,
+        title=head["title"],
+        source_id=head["source_id"],
+        parser=head["parser"],
+        repository=head["repository"],
+        commit=head["commit"],
+        url_template=head["url"],
+        files=tuple(sorted(files.items())),
+        claims=tuple(claims),
+        extra=extra,
+        licence=head.get("licence"),
+        notes=head.get("notes"),
+        path=path,
+    )
+
+
+def _read_declaration(path: Path, fail: _Fail) -> dict[str, Any]:
+    """The TOML document of ``path``, whose name must be a valid study name."""
+    if not _NAME.match(path.stem):
         raise fail("a study's file name must be lowercase letters, digits, `_`, `-`, `.`")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise fail(f"cannot read it: {exc}") from exc
+
+
+def _study_table(doc: dict[str, Any], known_sources: set[str], fail: _Fail) -> dict[str, Any]:
+    """The checked ``[study]`` table: known keys, the required texts, a known parser and
+    source, a URL template with ``{path}`` on an allowed scheme."""
     head = doc.get("study")
     if not isinstance(head, dict):
         raise fail("needs a [study] table")
@@ -160,6 +197,11 @@ def _declaration(path: Path, known_sources: set[str]) -> Study:
     scheme = urllib.parse.urlsplit(head["url"]).scheme
     if scheme not in ("http", "https", "file"):
         raise fail("[study] `url` must start with http://, https:// or file://")
+    return head
+
+
+def _files_table(doc: dict[str, Any], fail: _Fail) -> dict[str, str]:
+    """The checked ``[files]`` table: relative paths in the repository, each with a sha256."""
     files = doc.get("files")
     if not isinstance(files, dict) or not files:
         raise fail("needs a [files] table: path in the upstream repository = sha256")
@@ -168,25 +210,7 @@ def _declaration(path: Path, known_sources: set[str]) -> Study:
             raise fail(f"[files] {file!r} = {sha!r} is not a sha256 (64 lowercase hex digits)")
         if file.startswith("/") or ".." in Path(file).parts:
             raise fail(f"[files] {file!r} must be a relative path inside the repository")
-    claims = doc.get("claims", [])
-    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
-        raise fail("`claims` must be [[claims]] tables")
-    extra = {k: v for k, v in doc.items() if k not in ("study", "files", "claims")}
-    return Study(
-        name=name,
-        title=head["title"],
-        source_id=head["source_id"],
-        parser=head["parser"],
-        repository=head["repository"],
-        commit=head["commit"],
-        url_template=head["url"],
-        files=tuple(sorted(files.items())),
-        claims=tuple(claims),
-        extra=extra,
-        licence=head.get("licence"),
-        notes=head.get("notes"),
-        path=path,
-    )
+    return files
 
 
 def load_studies(datasets_dir: str | os.PathLike[str] | None = None) -> dict[str, Study]:

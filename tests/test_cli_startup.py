@@ -1,0 +1,202 @@
+"""What the command line imports before it works (issue 16), and that the shortcuts change
+nothing: `--version` answers without typer, `--help` renders without rich's markdown and
+traceback modules yet prints exactly what typer prints, `fit --input` reads a plain CSV
+without polars into the same points, and the refresh starts no server of its own when one is
+configured. Timings are measured in benchmarks/ (RESULTS.md), never asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from scalefit import __version__
+from scalefit._points_csv import read_points_fast
+from scalefit.laws import chinchilla_loss
+
+_ENV = {**os.environ, "TERMINAL_WIDTH": "100", "COLUMNS": "100"}
+
+
+def _python(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env or _ENV,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_version_answers_without_typer() -> None:
+    out = _python(
+        "import sys; sys.argv = ['scalefit', '--version']; from scalefit.cli import main; main();"
+        "print(sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))"
+    )
+    assert out.splitlines() == [f"scalefit {__version__}", "[]"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["ingest", "--help"], []])
+def test_help_is_typers_own_without_markdown_or_traceback(args: list[str]) -> None:
+    """The help printed through ``main()`` (stand-ins while typer.rich_utils loads) is byte
+    for byte the help typer prints when it imports everything itself; afterwards the real
+    rich modules import normally."""
+    check = (
+        "import sys\n"
+        "from scalefit.cli import main\n"
+        "code = 0\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code or 0\n"
+        "skipped = sorted(m for m in ('markdown_it', 'rich.markdown', 'rich.traceback', "
+        "'pygments') if m in sys.modules)\n"
+        "import rich.markdown, rich.traceback\n"
+        "real = rich.markdown.Markdown('x').markup == 'x' and "
+        "hasattr(rich.traceback.Traceback, 'from_exception')\n"
+        "import typer.rich_utils as u\n"
+        "sys.stderr.write(repr((skipped, real, u.Markdown('y').markup, code)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check, *args], capture_output=True, text=True, env=_ENV
+    )
+    plain = subprocess.run(
+        [sys.executable, "-c", "from scalefit.cli import app; app()", *args],
+        capture_output=True,
+        text=True,
+        env=_ENV,
+    )
+    assert done.stderr.strip() == repr(([], True, "y", plain.returncode)), done.stderr
+    assert done.stdout == plain.stdout and "Usage" in done.stdout
+
+
+def _points_file(path: Path, n: int = 40, *, run_ids: list[str] | None = None) -> Path:
+    rng = np.random.default_rng(3)
+    params = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n))
+    tokens = np.exp(rng.uniform(np.log(1e8), np.log(1e11), n))
+    loss = chinchilla_loss(params, tokens, 1.8, 480.0, 2100.0, 0.35, 0.37)
+    frame = pl.DataFrame(
+        {"params": params.round(0).astype(np.int64), "tokens": tokens, "loss": loss}
+    )
+    if run_ids is not None:
+        frame = frame.with_columns(run_id=pl.Series(run_ids[:n]))
+    frame.write_csv(path)
+    return path
+
+
+def test_a_plain_csv_reads_like_polars_reads_it(tmp_path: Path) -> None:
+    from scalefit import fit as fitting
+    from scalefit import fit_store
+
+    path = _points_file(tmp_path / "p.csv", run_ids=[f"run-{i % 7}" for i in range(40)])
+    fast = read_points_fast(path)
+    assert fast is not None and list(fast) == ["params", "tokens", "loss", "run_id"]
+    slow = fit_store.read_points(path)
+    for name in ("params", "tokens", "loss"):
+        assert np.array_equal(fast[name], slow[name].cast(pl.Float64).to_numpy())
+    assert fast["run_id"] == slow["run_id"].to_list()
+    a = fitting.fit_named(fast, "chinchilla", n_bootstrap=5, seed=2, resample="runs")
+    b = fitting.fit_named(slow, "chinchilla", n_bootstrap=5, seed=2, resample="runs")
+    assert a.fit_id == b.fit_id and a.estimates == b.estimates and a.ci == b.ci
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('params,tokens,loss\n1,2,"3"\n', "a quoted field"),
+        ("params,tokens,loss\n1,,3\n", "a missing value"),
+        ("params,tokens,loss\n1,2\n", "a short row"),
+        ("params,tokens,loss,run_id\n1,2,3,01\n", "a run_id polars reads as a number"),
+        ("params,tokens,loss,note\n1,2,3,x\n", "a text column"),
+        ("params,tokens,loss\n1, 2,3\n", "a space polars would not read as a number"),
+        ("params,tokens,loss\nnan,2,3\n", "a value polars reads as text"),
+        ("params,tokens,loss\n12345678901234567890,2,3\n", "an integer past Int64"),
+        ("params,params,loss\n1,2,3\n", "a repeated column"),
+        ("params,tokens,loss\n", "no rows"),
+    ],
+)
+def test_anything_but_a_plain_csv_is_left_to_polars(tmp_path: Path, text: str, why: str) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    assert read_points_fast(path) is None, why
+
+
+def test_the_fast_reader_imports_no_polars(tmp_path: Path) -> None:
+    path = _points_file(tmp_path / "p.csv", n=5)
+    out = _python(
+        "import sys; from scalefit._points_csv import read_points_fast; "
+        "cols = read_points_fast(sys.argv[1]); "
+        "print(sorted(cols), 'polars' in sys.modules)",
+        str(path),
+    )
+    assert out.strip() == "['loss', 'params', 'tokens'] False"
+
+
+def test_importing_the_fit_package_imports_no_polars() -> None:
+    """`scalefit.fit` imports polars only where a frame is read or made (issue 16): importing
+    the fitting package loads neither polars nor the store's DuckDB or pandera."""
+    out = _python(
+        "import sys; import scalefit.fit; "
+        "print(sorted(m for m in ('polars', 'duckdb', 'pandera') if m in sys.modules))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_fit_input_prints_the_same_either_way(tmp_path: Path, monkeypatch) -> None:
+    """`scalefit fit --input` gives the same table and JSON from the fast reader as from
+    polars' (the fast reader turned off)."""
+    from typer.testing import CliRunner
+
+    from scalefit import _points_csv
+    from scalefit.cli import app
+
+    path = _points_file(tmp_path / "p.csv", run_ids=[f"r{i}" for i in range(40)])
+    outputs = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(_points_csv, "read_points_fast", lambda path: None)
+        args = ["fit", "--input", str(path), "--bootstrap", "5", "--seed", "1"]
+        table = CliRunner().invoke(app, args)
+        as_json = CliRunner().invoke(app, [*args, "--json"])
+        assert table.exit_code == 0 and as_json.exit_code == 0, table.output
+        outputs.append((table.stdout, json.loads(as_json.stdout)))
+    assert outputs[0] == outputs[1]
+
+
+def test_a_configured_server_is_used_and_none_is_started() -> None:
+    """With PREFECT_API_URL set, the refresh's early server start does nothing (and does not
+    even import Prefect's server): Prefect uses the configured server."""
+    env = {**_ENV, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    out = _python(
+        "import sys; from scalefit.flows._env import start_ephemeral_server; "
+        "s = start_ephemeral_server(); s.wait(); "
+        "print(s._thread is None, 'prefect.server.api.server' in sys.modules)",
+        env=env,
+    )
+    assert out.strip() == "True False"
+
+
+@pytest.mark.slow
+def test_the_server_started_early_is_the_one_prefect_uses(tmp_path: Path) -> None:
+    """Without a configured server, the server `scalefit refresh` starts before importing the
+    flow is the ephemeral server the flow run then talks to (one server, not two)."""
+    env = {**_ENV, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    code = (
+        "from scalefit.flows._env import start_ephemeral_server\n"
+        "started = start_ephemeral_server()\n"
+        "from prefect import flow\n"
+        "from prefect.context import get_run_context\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "started.wait()\n"
+        "@flow\n"
+        "def where():\n"
+        "    return str(get_run_context().client.api_url)\n"
+        "used = where()\n"
+        "print(used.rstrip('/') == SubprocessASGIServer().api_url, "
+        "len(SubprocessASGIServer._instances))\n"
+    )
+    assert _python(code, env=env).strip().splitlines()[-1] == "True 1"
