@@ -119,30 +119,6 @@ def test_environment() -> dict[str, str]:
     return env
 
 
-# Modules left out of mypy while other branches rewrite them: each still has type errors on
-# main (the optimizer kernel's boolean masks, `fit --input`'s frame/columns variable, the log
-# loader's expression flags and sidecar, an unused ignore in the readers). Every other module
-# (new ones included) is type-checked, and a module leaves this set when its errors are fixed;
-# empty, `dev.py lint` runs plain `mypy` (pyproject.toml: all of scalefit/, schemas/, flows/).
-MYPY_PENDING = {
-}
-
-
-def mypy_command() -> list[str]:
-    """mypy on scalefit (with schemas/ and flows/ through its links), less MYPY_PENDING; the
-    modules left out are still read for the types they export, their errors are not shown."""
-    if not MYPY_PENDING:
-        return [str(BIN / "mypy")]
-    files = sorted(
-        path.relative_to(ROOT).as_posix()
-        for folder, _, names in os.walk(ROOT / "scalefit", followlinks=True)
-        for path in (Path(folder) / name for name in names if name.endswith(".py"))
-        if "__pycache__" not in path.parts
-    )
-    checked = [f for f in files if f not in MYPY_PENDING]
-    return [str(BIN / "mypy"), "--follow-imports=silent", *checked]
-
-
 def lint() -> int:
     """ruff check, ruff format --check and mypy, each run (so one report shows every
     problem); the exit status is the first nonzero one."""
@@ -151,7 +127,7 @@ def lint() -> int:
         for argv in (
             [str(BIN / "ruff"), "check", "."],
             [str(BIN / "ruff"), "format", "--check", "."],
-            mypy_command(),
+            [str(BIN / "mypy")],  # pyproject.toml: all of scalefit/, schemas/, flows/
         )
     ]
     return next((s for s in statuses if s), 0)

@@ -10,6 +10,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
+Mask = NDArray[np.bool_]
+"""A boolean array: which rows or variables a condition holds for."""
+Index = NDArray[np.intp]
+"""Row numbers, e.g. from ``np.flatnonzero``."""
 
 DEFAULT_BUDGET: int = 256 * 2**20
 
@@ -83,7 +87,7 @@ def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
 _row_chunks = _blocks
 
 
-def _weights_block(w: Array, rows: Array | None, r0: int, r1: int, a: int, b: int) -> Array:
+def _weights_block(w: Array, rows: Index | None, r0: int, r1: int, a: int, b: int) -> Array:
     """Weights of rows ``r0:r1`` (of ``rows`` when given) and points ``a:b``; a shared
     ``(n,)`` or ``(1, n)`` vector stays shared (a view, broadcast)."""
     if w.ndim == 1:

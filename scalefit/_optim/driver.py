@@ -3,11 +3,13 @@ minimised at once, each certified by its Newton decrement."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._blocks import _BLOCK_CELLS, Array, _budget
+from ._blocks import _BLOCK_CELLS, Array, Index, Mask, _budget
 from .generic import HuberObjective
 
 
@@ -19,20 +21,20 @@ class BatchResult:
     objective: Array
     grad: Array
     hess: Array
-    converged: Array
-    n_iter: Array
+    converged: Mask
+    n_iter: NDArray[np.int_]
     decrement: Array
-    at_bound: Array  # (S, P) bool
+    at_bound: Mask  # (S, P)
 
 
-def _free_mask(theta: Array, g: Array, lo: Array, hi: Array) -> Array:
+def _free_mask(theta: Array, g: Array, lo: Array, hi: Array) -> Mask:
     """Variables not pinned at a bound by a gradient pointing out of the box."""
     at_lo = (theta <= lo + 1e-12) & (g > 0)
     at_hi = (theta >= hi - 1e-12) & (g < 0)
     return ~(at_lo | at_hi)
 
 
-def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Array]:
+def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     """Solve ``H d = -g`` for every batch row by a Cholesky factorisation written out over
     the (at most a handful of) parameters, vectorised over rows; also says which ``H`` were
     positive definite (rows that were not get ``d = 0``).
@@ -74,7 +76,7 @@ def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Array]:
     return out, ok
 
 
-def _masked_solve(H: Array, g: Array, free: Array) -> tuple[Array, Array]:
+def _masked_solve(H: Array, g: Array, free: Mask) -> tuple[Array, Mask]:
     """Solve ``H d = -g`` on the free variables; returns ``d`` and whether ``H`` was PD there."""
     p = g.shape[1]
     eye = np.eye(p)[None]
@@ -122,10 +124,10 @@ class _Run:
         self.eye = np.eye(p)[None]
         self.fuse = True
 
-    def rows_of(self, rows: Array) -> Array | None:
+    def rows_of(self, rows: Index) -> Index | None:
         return None if self.shared else rows
 
-    def certify(self, rows: Array) -> None:
+    def certify(self, rows: Index) -> None:
         """The undamped Newton decrement on the free variables; computed once per point
         (a rejected step leaves it unchanged). Directions with no curvature at all (a
         term driven to zero, e.g. A -> 0 with alpha at its bound) are left out of the
@@ -142,7 +144,7 @@ class _Run:
         self.converged[rows[done]] = True
         self.active[rows[done]] = False
 
-    def damped_step(self, idx: Array) -> tuple[Array, Array, Array, Array]:
+    def damped_step(self, idx: Index) -> tuple[Array, Array, Mask, Array]:
         """Trial points of rows ``idx``: (trial, step, factorisation ok, damping used).
 
         Damping scaled by the diagonal of the IRLS Gauss-Newton matrix
@@ -167,7 +169,7 @@ class _Run:
         trial = np.clip(th + np.where(free, d, 0.0), self.lower, self.upper)
         return trial, trial - th, ok, lam_i
 
-    def evaluate(self, trial: Array, idx: Array) -> tuple[Array, tuple[Array, ...] | None]:
+    def evaluate(self, trial: Array, idx: Index) -> tuple[Array, tuple[Array, ...] | None]:
         """Objective at the trial points, and their derivatives when fused (see
         :data:`_FUSE_ACCEPTED`)."""
         rows = self.rows_of(idx)
@@ -176,7 +178,7 @@ class _Run:
             return out[0], out
         return self.obj.value(trial, self.w, rows=rows, budget=self.budget), None
 
-    def iterate(self, idx: Array) -> None:
+    def iterate(self, idx: Index) -> None:
         """One damped Newton iteration of rows ``idx``: step, judge, move, certify."""
         fi, gi, Hi = self.f[idx], self.g[idx], self.H[idx]
         th = self.theta[idx]
@@ -205,7 +207,7 @@ class _Run:
         if acc.any():
             self.accept(idx[acc], trial[acc], None if derivs is None else [d[acc] for d in derivs])
 
-    def accept(self, rows: Array, trial: Array, derivs: list[Array] | None) -> None:
+    def accept(self, rows: Index, trial: Array, derivs: Sequence[Array] | None) -> None:
         """Move rows ``rows`` to their trial points and certify them there."""
         if derivs is None:
             derivs = self.obj._derivatives(
@@ -268,9 +270,10 @@ def minimize_chunked(
     lower: Array,
     upper: Array,
     *,
+    rtol: float = 1e-14,
+    max_iter: int = 300,
     chunk: int | None = None,
     budget: int | None = None,
-    **kwargs: float,
 ) -> BatchResult:
     """:func:`minimize_batch` over chunks of rows, to bound memory: ``chunk`` rows at a time
     (default: as many as :func:`driver_chunk` allows within ``budget``). A row's result does
@@ -282,7 +285,16 @@ def minimize_chunked(
         sl = slice(start, start + chunk)
         wt = weights if weights.ndim == 1 else weights[sl]
         parts.append(
-            minimize_batch(objective, theta0[sl], wt, lower, upper, budget=budget, **kwargs)
+            minimize_batch(
+                objective,
+                theta0[sl],
+                wt,
+                lower,
+                upper,
+                rtol=rtol,
+                max_iter=max_iter,
+                budget=budget,
+            )
         )
     if len(parts) == 1:
         return parts[0]

@@ -12,6 +12,7 @@ from ._blocks import (
     _ROW_CAP,
     _ROW_TARGET,
     Array,
+    Index,
     _blocks,
     _budget,
     _gram,
@@ -97,7 +98,7 @@ class HuberObjective:
         self.delta = float(delta)
 
     def value(
-        self, theta: Array, w: Array, *, rows: Array | None = None, budget: int | None = None
+        self, theta: Array, w: Array, *, rows: Index | None = None, budget: int | None = None
     ) -> Array:
         """Objective ``(S,)`` of every row of ``theta`` (weights as in :meth:`_derivatives`)."""
         if isinstance(self.model, LSEAffineModel):
@@ -125,7 +126,7 @@ class HuberObjective:
         w: Array,
         *,
         full_scaling: bool = False,
-        rows: Array | None = None,
+        rows: Index | None = None,
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
         """As :meth:`value_grad_hess`; the scaling matrix only as its diagonal ``(S, P)``

@@ -12,6 +12,8 @@ from ._blocks import (
     _ROW_CAP,
     _ROW_TARGET,
     Array,
+    Index,
+    Mask,
     _blocks,
     _budget,
     _gram,
@@ -21,6 +23,12 @@ from ._blocks import (
     _weights_block,
     huber_cells,
 )
+
+_Consts = tuple[list[Array], list[Array], list[Array]]
+"""A block's constant matrices (R1, R2, R2diag) of the fused derivatives: one per term, per
+pair of terms, per pair for the diagonal (see :meth:`LSEAffineModel._consts`)."""
+_Workspace = tuple[Array, Mask, Array, Array]
+"""One thread's scratch arrays: (float slots, mask, left factor 1, left factor 2)."""
 
 
 def _constant_term(J: Array, c: Array) -> int | None:
@@ -68,7 +76,7 @@ class LSEAffineModel:
         self._const_bytes = 8 * (k * (p + t) + len(self._pairs) * (t + p))
         self._slots = k + 9
         self._cell_bytes = 8 * (self._slots + k + 2 * len(self._pairs)) + 1
-        self._consts_cache: dict[tuple[int, int], tuple[Array, Array, Array]] = {}
+        self._consts_cache: dict[tuple[int, int], _Consts] = {}
         self._scratch = threading.local()
 
     def __getstate__(self) -> dict:
@@ -129,7 +137,7 @@ class LSEAffineModel:
         self._colsd = [np.flatnonzero(nz[i] & nz[j]) for i, j in self._pairs]
         self._diag_pos = np.flatnonzero(iu == ju)  # where (p, p) sits in an upper triangle
 
-    def _consts(self, a: int, b: int, keep: bool) -> tuple[list[Array], list[Array], list[Array]]:
+    def _consts(self, a: int, b: int, keep: bool) -> _Consts:
         """Right-hand matrices of the fused derivatives for points ``a:b`` (see
         :meth:`huber_derivatives`), one per term (``[J_k | J_k J_k^T]``), per pair of terms
         (``sym(J_k J_l^T)``) and per pair for the diagonal, each with its possibly nonzero
@@ -158,7 +166,7 @@ class LSEAffineModel:
             self._consts_cache[(a, b)] = out
         return out
 
-    def _workspace(self, rows: int, nb: int) -> tuple[Array, Array, Array, Array]:
+    def _workspace(self, rows: int, nb: int) -> _Workspace:
         """Scratch arrays for one block, kept between calls: allocating them per call costs
         more in page faults than the arithmetic that fills them. One set per thread, so that
         threads sharing a model (bootstrap jobs on a thread pool) do not overwrite each
@@ -223,7 +231,7 @@ class LSEAffineModel:
         the largest exponent of each point, as in :meth:`predict`."""
         k = len(self._Jk)
         if k > 1 and self._const is not None:
-            out = self._block_exp_const(th, a, b, slots)
+            out = self._block_exp_const(th, a, b, slots, self._const)
             if out is not None:
                 return out
         z = slots[:k]
@@ -246,10 +254,11 @@ class LSEAffineModel:
         return m, z, tot
 
     def _block_exp_const(
-        self, th: Array, a: int, b: int, slots: list[Array]
+        self, th: Array, a: int, b: int, slots: list[Array], c: int
     ) -> tuple[Array, list[Array], Array] | None:
-        """:meth:`_block_exp` with a constant term; ``None`` where a sum would underflow."""
-        k, c = len(self._Jk), self._const
+        """:meth:`_block_exp` with the constant term ``c``; ``None`` where a sum would
+        underflow."""
+        k = len(self._Jk)
         var = [j for j in range(k) if j != c]
         zc = th @ self._Jk[c][:, 0]
         if not self._c_zero[c]:
@@ -306,7 +315,7 @@ class LSEAffineModel:
         delta: float,
         w: Array,
         *,
-        rows: Array | None = None,
+        rows: Index | None = None,
         budget: int | None = None,
     ) -> Array:
         """Huber objective ``(S,)`` only, block by block within ``budget`` (weights ``w`` of
@@ -336,7 +345,7 @@ class LSEAffineModel:
         w: Array,
         *,
         full_scaling: bool = False,
-        rows: Array | None = None,
+        rows: Index | None = None,
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
         """Huber objective ``(S,)``, gradient ``(S, P)``, exact Hessian ``(S, P, P)`` and the
@@ -381,8 +390,8 @@ class LSEAffineModel:
         wb: Array,
         a: int,
         b: int,
-        ws: tuple[Array, Array, Array, Array],
-        consts: tuple[Array, Array, Array],
+        ws: _Workspace,
+        consts: _Consts,
         full_scaling: bool,
     ) -> tuple[Array, Array, Array, Array]:
         """One block's share of :meth:`huber_derivatives`: (f, [g | sum w psi s_k J_k J_k^T]

@@ -144,7 +144,7 @@ def read_input(path: Path) -> tuple[Any, dict[str, Any]]:
     from .. import fit_store
     from .._points_csv import read_points_fast
 
-    data = read_points_fast(path)
+    data: object = read_points_fast(path)  # a dict of columns, or None: then a DataFrame
     if data is None:
         data = fit_store.read_points(path)
     return data, fit_store.file_input(path)

@@ -127,6 +127,7 @@ def ingest_with_progress(
     params: float | None,
     tokens_per_step: float | None,
     fmt: str | None,
+    schedule: str | None,
 ) -> _ingest.IngestReport:
     """:func:`scalefit.load.logs.ingest_paths` with a progress bar on stderr (bytes and files
     done, the file being read), gone when it ends."""
@@ -171,6 +172,7 @@ def ingest_with_progress(
             tokens_per_step=tokens_per_step,
             fmt=fmt,
             progress=progress,
+            schedule=schedule,
         )
 
 

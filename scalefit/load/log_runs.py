@@ -111,13 +111,13 @@ class _Runs:
         for row in grouped.iter_rows(named=True):
             run_id = str(row["run_id"])
             have = self.columns.setdefault(run_id, {c: [] for c in present})
-            changed = False
+            updated = False
             for c in present:
                 seen = have.get(c, [])
                 if set(row[c]) - set(seen):
                     have[c] = sorted(set(seen) | set(row[c]))
-                    changed = True
-            if changed and (run_id in self.good or run_id in self.bad):
+                    updated = True
+            if updated and (run_id in self.good or run_id in self.bad):
                 raise _Restart(f"run `{run_id}`: run-level values change after its first rows")
 
     def resolve(self, run_ids: Sequence[str]) -> None:
@@ -193,7 +193,7 @@ class _Runs:
                     return _count(name, value)
             return None
 
-        config = side.get("config") if isinstance(side.get("config"), dict) else {}
+        config = given if isinstance(given := side.get("config"), dict) else {}
         params, method = pick("params"), "given"
         if cols.get("params") or side.get("params") is not None:
             pass

@@ -106,7 +106,7 @@ class Source:
 
     def chunks(self) -> Iterator[Chunk]:
         """Stream the rows, one :class:`Chunk` at a time."""
-        return self._chunks()  # type: ignore[misc, operator]
+        return self._chunks()  # type: ignore[operator]
 
     @property
     def has_run_columns(self) -> bool:
