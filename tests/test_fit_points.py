@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from scalefit import store
+from scalefit import store, user_sql
 from scalefit.cli import app
 from scalefit.config import load_settings
 from scalefit.errors import ConfigError
@@ -117,7 +117,7 @@ def test_final_and_envelope_points_of_the_sweep(sweep: Path) -> None:
     from scalefit.report import FIT_POINTS_SQL
 
     for out, mode in ((checkpoints, "checkpoints"), (envelope, "envelope")):
-        with store.connect_locked(sweep) as con:
+        with user_sql.connect_locked(sweep) as con:
             picked = select_runs(con, where="project = 'sweep'", points=mode).points
         with store.connect(sweep, read_only=True) as con:
             again = store.query(con, FIT_POINTS_SQL, [out["fit_id"]])

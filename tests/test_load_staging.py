@@ -1,4 +1,4 @@
-"""The staging and upsert SQL the store generates from a schema (:func:`scalefit.store.staging`),
+"""The staging and upsert SQL the store generates from a schema (:func:`scalefit.bulk.staging`),
 through which the log loader writes ``observations``: on a real DuckDB file."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from scalefit import store
+from scalefit import bulk, store
 from scalefit.errors import StoreError
 from scalefit.load.log_rows import STAGE_COLUMNS
 from scalefit.load.log_sink import STAGE
@@ -40,7 +40,7 @@ def _chunk(rows: list[tuple[str, int, float]]) -> pl.DataFrame:
 
 
 def test_staged_rows_upsert_observations_on_its_key(tmp_path: Path) -> None:
-    stage = store.staging(
+    stage = bulk.staging(
         "observations", "_test_stage", lacks=("ingest_id",), extra={"row_number": "BIGINT"}
     )
     with store.connect(tmp_path / "db.duckdb") as con:
@@ -61,4 +61,4 @@ def test_staged_rows_upsert_observations_on_its_key(tmp_path: Path) -> None:
 )
 def test_staging_refuses_a_table_it_cannot_upsert(table: str, lacks: tuple[str, ...]) -> None:
     with pytest.raises(StoreError):
-        store.staging(table, "_s", lacks=lacks)
+        bulk.staging(table, "_s", lacks=lacks)

@@ -301,7 +301,11 @@ class _Data:
         if self.selection is None:
             return {"points": {"source": "file"}}
         sel = self.selection
-        chosen = {"mode": sel.mode, "metric": sel.metric, "warnings": list(sel.warnings)}
+        chosen: dict[str, Any] = {
+            "mode": sel.mode,
+            "metric": sel.metric,
+            "warnings": list(sel.warnings),
+        }
         if sel.mode != "final":
             chosen["warmup"] = sel.warmup
         return {"points": chosen, "runs": sel.runs_json()}
@@ -314,14 +318,14 @@ class _Data:
         if self.selection is None:
             return
         runs, mode = self.selection.runs, self.selection.mode
-        counts = runs["points"]
+        counts = [int(c) for c in runs["points"].to_list()]
         if (
             runs.height
             and runs["metric"].null_count() == 0
             and runs["metric"].n_unique() == 1
-            and counts.min() > 0
+            and min(counts) > 0
         ):
-            low, high = counts.min(), counts.max()
+            low, high = min(counts), max(counts)
             each = f"{low}" if low == high else f"{low} to {high}"
             console.print(
                 f"runs: all {runs.height} selected runs contributed {runs['metric'][0]} "
