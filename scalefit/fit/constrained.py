@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _optim
 from ..errors import FitError
+from .models import chinchilla_estimates
 from .multistart import SearchSpace, solve_grid
 from .points import _Points, check_fittable
 
@@ -145,12 +146,10 @@ def constrained_model(pts: _Points) -> _optim.GenericModel:
 
 
 def constrained_estimates(t: np.ndarray) -> dict[str, np.ndarray]:
+    """Chinchilla's five estimates (the first five parameters are its own) and the decay
+    constants ``R_D*``, ``R_N*`` (fitted in log space)."""
     return {
-        "E": np.exp(t[:, 2]),
-        "A": np.exp(t[:, 0]),
-        "B": np.exp(t[:, 1]),
-        "alpha": t[:, 3],
-        "beta": t[:, 4],
+        **chinchilla_estimates(t),
         "R_D_star": np.exp(t[:, 5]),
         "R_N_star": np.exp(t[:, 6]),
     }
