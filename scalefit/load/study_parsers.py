@@ -92,16 +92,7 @@ def _gadre_run(
         "file": path,
         "sha256": study.sha256_of(path),
     }
-    run = {
-        "run_id": run_id,
-        "project": f"{study.name}/{corpus}",
-        "params": params,
-        "params_method": "given",
-        "tokens": tokens,
-        "flops": flops,
-        "config": json.dumps(config, sort_keys=True),
-        "source_id": study.source_id,
-    }
+    run = _run_row(study, run_id, f"{study.name}/{corpus}", params, tokens, flops, config)
     obs: list[dict[str, Any]] = []
 
     def add(metric: str, value: Any) -> None:
@@ -193,18 +184,7 @@ def parse_besiroglu2024(study: Study, files: Mapping[str, Path]) -> Parsed:
             "file": path,
             "sha256": study.sha256_of(path),
         }
-        runs.append(
-            {
-                "run_id": run_id,
-                "project": study.name,
-                "params": params,
-                "params_method": "given",
-                "tokens": tokens,
-                "flops": flops,
-                "config": json.dumps(config, sort_keys=True),
-                "source_id": study.source_id,
-            }
-        )
+        runs.append(_run_row(study, run_id, study.name, params, tokens, flops, config))
         observations.append(
             {
                 "run_id": run_id,
@@ -223,6 +203,28 @@ def _float(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return value
+
+
+def _run_row(
+    study: Study,
+    run_id: str,
+    project: str,
+    params: float,
+    tokens: float,
+    flops: float | None,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """A ``runs`` row of a study: counts as the paper gives them, its config as JSON."""
+    return {
+        "run_id": run_id,
+        "project": project,
+        "params": params,
+        "params_method": "given",
+        "tokens": tokens,
+        "flops": flops,
+        "config": json.dumps(config, sort_keys=True),
+        "source_id": study.source_id,
+    }
 
 
 PARSERS: dict[str, Parser] = {
