@@ -258,7 +258,7 @@ def load_studies(
     cache_dir: Path | None = None,
     offline: bool = False,
 ) -> list[studies.StudyStatus]:
-    """Load every declared study (:func:`scalefit.studies.load_all`); one failure does not
+    """Load every declared study (:func:`scalefit.load.studies.load_all`); one failure does not
     stop the others. ``offline=False`` still honours ``SCALEFIT_OFFLINE=1``."""
     with store.connect(db_path) as con:
         return studies.load_all(

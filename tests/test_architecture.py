@@ -233,8 +233,14 @@ def test_only_flows_import_prefect(module: str) -> None:
 
 # --- directions that never reverse ---------------------------------------------------------
 
-FITTING = ("scalefit.fit", "scalefit.fit_constrained")
-STORE = ("scalefit.store", "scalefit.fit_store", "scalefit.user_sql", "duckdb")
+FITTING = ("scalefit.fit",)
+STORE = (
+    "scalefit.store",
+    "scalefit.fit_store",
+    "scalefit.fit_select",
+    "scalefit.user_sql",
+    "duckdb",
+)
 
 
 @dataclass(frozen=True)
