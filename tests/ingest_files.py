@@ -81,6 +81,31 @@ def write_trainer_state(
             "train_steps_per_second": 0.99,
         }
     )
+    return save_trainer_state(
+        folder,
+        history,
+        steps=steps,
+        logging_steps=logging_steps,
+        eval_steps=eval_steps,
+        save_steps=500,
+        tokens_seen=0,
+        total_flos=1234567890123456.0,
+    )
+
+
+def save_trainer_state(
+    folder: Path,
+    history: list[dict],
+    *,
+    steps: int,
+    logging_steps: int,
+    eval_steps: int,
+    save_steps: int,
+    tokens_seen: int,
+    total_flos: float,
+) -> Path:
+    """The ``TrainerState`` around ``history`` (its ``log_history``), saved as
+    ``TrainerState.save_to_json`` saves it."""
     state = {
         "best_global_step": None,
         "best_metric": None,
@@ -94,9 +119,9 @@ def write_trainer_state(
         "log_history": history,
         "logging_steps": logging_steps,
         "max_steps": steps,
-        "num_input_tokens_seen": 0,
+        "num_input_tokens_seen": tokens_seen,
         "num_train_epochs": 1,
-        "save_steps": 500,
+        "save_steps": save_steps,
         "stateful_callbacks": {
             "TrainerControl": {
                 "args": {
@@ -109,7 +134,7 @@ def write_trainer_state(
                 "attributes": {},
             }
         },
-        "total_flos": 1234567890123456.0,
+        "total_flos": total_flos,
         "train_batch_size": 8,
         "trial_name": None,
         "trial_params": None,

@@ -29,7 +29,7 @@ import json
 import math
 from pathlib import Path
 
-from ingest_files import loss_curve, rows, snapshot
+from ingest_files import loss_curve, rows, save_trainer_state, snapshot
 from typer.testing import CliRunner
 
 from scalefit.cli import app
@@ -101,39 +101,6 @@ def write_trainer_state(
             "train_steps_per_second": 1.66,
         }
     )
-    state = {
-        "best_global_step": None,
-        "best_metric": None,
-        "best_model_checkpoint": None,
-        "epoch": 1.0,
-        "eval_steps": eval_steps,
-        "global_step": steps,
-        "is_hyper_param_search": False,
-        "is_local_process_zero": True,
-        "is_world_process_zero": True,
-        "log_history": history,
-        "logging_steps": logging_steps,
-        "max_steps": steps,
-        "num_input_tokens_seen": steps * per_step,
-        "num_train_epochs": 1,
-        "save_steps": steps,
-        "stateful_callbacks": {
-            "TrainerControl": {
-                "args": {
-                    "should_epoch_stop": False,
-                    "should_evaluate": False,
-                    "should_log": False,
-                    "should_save": True,
-                    "should_training_stop": True,
-                },
-                "attributes": {},
-            }
-        },
-        "total_flos": 2.1e14,
-        "train_batch_size": 8,
-        "trial_name": None,
-        "trial_params": None,
-    }
     config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -145,9 +112,16 @@ def write_trainer_state(
         "vocab_size": 50257,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    path = folder / "trainer_state.json"
-    path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    return path
+    return save_trainer_state(
+        folder,
+        history,
+        steps=steps,
+        logging_steps=logging_steps,
+        eval_steps=eval_steps,
+        save_steps=steps,
+        tokens_seen=steps * per_step,
+        total_flos=2.1e14,
+    )
 
 
 def test_a_trainer_state_ingests_with_its_token_counter(tmp_path: Path, db_path: Path) -> None:
