@@ -38,21 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 OLD_REV = "83e9492"  # main when the memory-bounded engine was started (issue 16)
 TRUE = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set of this process in MB (``VmHWM``; ``ru_maxrss`` as a fallback)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def synthetic(n: int, seed: int = 0) -> dict:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _memory import peak_rss_mb
 
 
 def write_csv(path: Path, rows: int, runs: int = 50) -> None:
@@ -87,23 +87,6 @@ def child(kind: str, csv: str, db: str) -> dict:
         rows = info.rows_ok
     seconds = time.perf_counter() - started
     return {"kind": kind, "seconds": seconds, "peak_mb": peak_rss_mb(), "rows": rows}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, in MB.
-
-    ``VmHWM`` where there is a /proc: ``ru_maxrss`` survives ``exec`` and starts from the
-    parent's size at ``fork``, so a child of the process that just wrote the CSV (1.4 GB at
-    20M rows) reported the parent's peak instead of its own.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
