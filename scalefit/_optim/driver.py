@@ -87,6 +87,24 @@ def _masked_solve(H: Array, g: Array, free: Mask) -> tuple[Array, Mask]:
     return np.where(free, d, 0.0), ok
 
 
+_COUPLING = 0.97
+
+
+def _damping_matrix(D: Array) -> Array:
+    """The matrix the damping adds to the Hessian, from the IRLS scaling ``D`` (the curvature
+    of the Huber loss's quadratic majoriser; its entries within a term, see
+    :meth:`LSEAffineModel._sparsity`): the diagonal, raised to at least ``1e-12`` of its
+    largest entry, and the off-diagonal entries shrunk by :data:`_COUPLING`, which keeps
+    the matrix positive definite where parameters of a term are collinear on the data. A
+    diagonal ``D`` gives Marquardt's diagonal scaling."""
+    p = D.shape[1]
+    diag = np.diagonal(D, axis1=1, axis2=2)
+    scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+    M = D * _COUPLING
+    M[:, np.arange(p), np.arange(p)] = scale
+    return M
+
+
 # A trial point's objective alone costs about 40% of its objective, gradient and Hessian. When
 # most trial steps are accepted (far more than this share), the derivatives at every trial
 # point are computed at once instead of the objective first and the derivatives of the
@@ -155,16 +173,15 @@ class _Run:
         objective evaluation."""
         th, gi, Hi = self.theta[idx], self.g[idx], self.H[idx]
         free = _free_mask(th, gi, self.lower, self.upper)
-        diag = self.D[idx]
-        scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+        M = _damping_matrix(self.D[idx])
         lam_i = self.lam[idx]
-        d, ok = _masked_solve(Hi + lam_i[:, None, None] * scale[:, :, None] * self.eye, gi, free)
+        d, ok = _masked_solve(Hi + lam_i[:, None, None] * M, gi, free)
         for _retry in range(12):
             bad = np.flatnonzero(~ok & (lam_i < 1e30))
             if bad.size == 0:
                 break
             lam_i[bad] *= 8.0
-            Hd = Hi[bad] + lam_i[bad, None, None] * scale[bad, :, None] * self.eye
+            Hd = Hi[bad] + lam_i[bad, None, None] * M[bad]
             d[bad], ok[bad] = _masked_solve(Hd, gi[bad], free[bad])
         trial = np.clip(th + np.where(free, d, 0.0), self.lower, self.upper)
         return trial, trial - th, ok, lam_i
@@ -259,7 +276,7 @@ def driver_chunk(n_params: int, budget: int | None = None) -> int:
     per-row state (parameters, gradients, Hessians and their damped copies, a few dozen
     ``P x P`` arrays) in a quarter of ``budget``; the evaluations inside split rows and
     points further (:meth:`LSEAffineModel.plan`)."""
-    per_row = 8 * (12 * n_params * n_params + 24 * n_params + 32)
+    per_row = 8 * (14 * n_params * n_params + 24 * n_params + 32)
     return max(1, _budget(budget) // 4 // per_row)
 
 
