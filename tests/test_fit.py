@@ -23,8 +23,8 @@ from scalefit.fit import (
     fit_kaplan,
     fit_law,
     hoffmann_grid,
+    multistart,
 )
-from scalefit.fit import multistart
 from scalefit.fit.points import as_points as _as_points
 from scalefit.laws import chinchilla_loss
 

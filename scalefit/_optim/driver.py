@@ -92,7 +92,7 @@ _COUPLING = 0.97
 
 def _damping_matrix(D: Array) -> Array:
     """The matrix the damping adds to the Hessian, from the IRLS scaling ``D`` (the curvature
-    of the Huber loss's quadratic majoriser; its entries within a term, see
+    of the Huber loss's quadratic majoriser; each term's own, summed, see
     :meth:`LSEAffineModel._sparsity`): the diagonal, raised to at least ``1e-12`` of its
     largest entry, and the off-diagonal entries shrunk by :data:`_COUPLING`, which keeps
     the matrix positive definite where parameters of a term are collinear on the data. A

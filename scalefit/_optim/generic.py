@@ -130,10 +130,11 @@ class HuberObjective:
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
         """As :meth:`value_grad_hess`; of the scaling matrix only what the driver's damping
-        uses unless ``full_scaling``: the entries between parameters of one term of an
-        :class:`LSEAffineModel`, the diagonal of a :class:`GenericModel`. Weights ``w``: ``(n,)`` shared,
-        ``(S, n)`` one row per row of ``theta``, or with ``rows`` the rows ``rows`` of a
-        larger array. Evaluated in blocks within ``budget`` bytes (:data:`MEMORY_BUDGET`)."""
+        uses unless ``full_scaling``: each term's own, summed, for an
+        :class:`LSEAffineModel`, the diagonal for a :class:`GenericModel`. Weights ``w``:
+        ``(n,)`` shared, ``(S, n)`` one row per row of ``theta``, or with ``rows`` the rows
+        ``rows`` of a larger array. Evaluated in blocks within ``budget`` bytes
+        (:data:`MEMORY_BUDGET`)."""
         if isinstance(self.model, LSEAffineModel):
             return self.model.huber_derivatives(
                 theta, self.y, self.delta, w, full_scaling=full_scaling, rows=rows, budget=budget

@@ -133,14 +133,14 @@ class LSEAffineModel:
             np.flatnonzero((nz[i][iu] & nz[j][ju]) | (nz[j][iu] & nz[i][ju]))
             for i, j in self._pairs
         ]
-        # The damping scale keeps the entries between parameters of one term (Chinchilla's
-        # (a, alpha) and (b, beta)): those two move together, the more so the further the
-        # data sit from log N = 0, and a diagonal scale alone makes the steps zig-zag.
-        share = np.zeros((self.n_params, self.n_params), dtype=bool)
-        for z in nz:
-            share |= np.outer(z, z)
-        in_term = np.flatnonzero(share[iu, ju])
-        self._colsd = [np.intersect1d(c, in_term) for c in self._cols2]
+        # The damping scale is the IRLS matrix of each term alone, summed: it keeps the
+        # entries between parameters of one term (Chinchilla's (a, alpha) and (b, beta)),
+        # which move together, the more so the further the data sit from log N = 0, and a
+        # diagonal scale alone makes the steps zig-zag; a sum of Gram matrices, it is
+        # positive semi-definite even where terms share a parameter (overtraining's eta).
+        self._colsd = [
+            c if i == j else c[:0] for c, (i, j) in zip(self._cols2, self._pairs, strict=True)
+        ]
         self._diag_pairs = [q for q, c in enumerate(self._colsd) if c.size]
 
     def _consts(self, a: int, b: int, keep: bool) -> _Consts:
@@ -352,8 +352,8 @@ class LSEAffineModel:
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
         """Huber objective ``(S,)``, gradient ``(S, P)``, exact Hessian ``(S, P, P)`` and the
-        IRLS scaling matrix ``(S, P, P)`` (only its entries between parameters of one term
-        unless ``full_scaling``: see :meth:`_sparsity`), fused.
+        IRLS scaling matrix ``(S, P, P)`` (unless ``full_scaling``, the sum of each term's
+        own: see :meth:`_sparsity`), fused.
 
         With ``G_i = sum_k s_ik J_ik`` every sum over points is a sum over terms:
         ``sum_i c_i G_i = sum_k (c s_k) @ J_k`` and
@@ -442,9 +442,9 @@ class LSEAffineModel:
         R2diag: list[Array],
         full_scaling: bool,
     ) -> tuple[Array, Array]:
-        """``sum_i u_i G_i G_i^T`` (upper triangle) and the damping scale (the entries of
-        ``sum_i irls_i G_i G_i^T`` between parameters of one term, or all of them with
-        ``full_scaling``; upper triangle) of one block."""
+        """``sum_i u_i G_i G_i^T`` (upper triangle) and the damping scale (each term's own
+        ``sum_i irls_i s_ik^2 J_ik J_ik^T``, summed, or all of ``sum_i irls_i G_i G_i^T``
+        with ``full_scaling``; upper triangle) of one block."""
         rs, m = u.shape
         t = len(self._tri[0])
         npair = len(self._pairs)
