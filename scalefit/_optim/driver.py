@@ -112,9 +112,12 @@ def _damping_matrix(D: Array) -> Array:
 _FUSE_ACCEPTED = 0.6
 
 
-class _Run:
-    """State of one :func:`minimize_batch` call: every row's point, objective, gradient,
-    Hessian, damping scale and damping, and which rows are still running."""
+class BatchRun:
+    """A minimisation of many rows at once that can be resumed: every row's point,
+    objective, gradient, Hessian, damping scale and damping, and which rows are still
+    running. :func:`minimize_batch` is one :meth:`advance`; a caller that judges rows
+    between rounds (the multi-start search) advances it in rounds and stops (:meth:`stop`)
+    the rows it gives up, so that the others resume with their damping, not from scratch."""
 
     def __init__(
         self,
@@ -141,6 +144,27 @@ class _Run:
         self.active = np.ones(s, dtype=bool)
         self.eye = np.eye(p)[None]
         self.fuse = True
+        self.certify(np.arange(s))
+
+    def advance(self, max_iter: int) -> None:
+        """Up to ``max_iter`` more iterations of the running rows."""
+        for _ in range(max_iter):
+            idx = np.flatnonzero(self.active)
+            if idx.size == 0:
+                break
+            self.iterate(idx)
+
+    def stop(self, rows: Index) -> None:
+        """Stop running ``rows`` (left as they are, not converged unless they were)."""
+        self.active[rows] = False
+
+    def result(self) -> BatchResult:
+        """Where each row is now."""
+        free = _free_mask(self.theta, self.g, self.lower, self.upper)
+        at_bound = ~free | (self.theta <= self.lower) | (self.theta >= self.upper)
+        return BatchResult(
+            self.theta, self.f, self.g, self.H, self.converged, self.n_iter, self.dec, at_bound
+        )
 
     def rows_of(self, rows: Index) -> Index | None:
         return None if self.shared else rows
@@ -259,16 +283,9 @@ def minimize_batch(
     """
     theta = np.clip(np.array(theta0, dtype=float), lower, upper)
     _budget(budget)  # a bad budget fails here, not after the first evaluation
-    run = _Run(objective, theta, weights, lower, upper, rtol, budget)
-    run.certify(np.arange(theta.shape[0]))
-    for _ in range(max_iter):
-        idx = np.flatnonzero(run.active)
-        if idx.size == 0:
-            break
-        run.iterate(idx)
-    free = _free_mask(run.theta, run.g, lower, upper)
-    at_bound = ~free | (run.theta <= lower) | (run.theta >= upper)
-    return BatchResult(run.theta, run.f, run.g, run.H, run.converged, run.n_iter, run.dec, at_bound)
+    run = BatchRun(objective, theta, weights, lower, upper, rtol, budget)
+    run.advance(max_iter)
+    return run.result()
 
 
 def driver_chunk(n_params: int, budget: int | None = None) -> int:

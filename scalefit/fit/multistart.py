@@ -146,7 +146,8 @@ def _first_pass(
 
 def _continue(space: SearchSpace, obj: _optim.HuberObjective, runs: _Runs, w: np.ndarray) -> None:
     """Run the promising unfinished rows (objective within 10% of the best so far, and the
-    best 16 others) to certified convergence in rounds of 10 iterations; abandon the rest."""
+    best 16 others) to certified convergence in rounds of 10 iterations, judged after each;
+    abandon the rest. One resumable run: a row keeps its damping from round to round."""
     open_rows = np.flatnonzero(runs.keep & ~runs.conv)
     if not open_rows.size:
         return
@@ -156,29 +157,31 @@ def _continue(space: SearchSpace, obj: _optim.HuberObjective, runs: _Runs, w: np
     rest = np.setdiff1d(open_rows, near)
     cont = np.concatenate([near, rest[np.argsort(f[rest])[:_N_CONTINUED]]])
     runs.abandoned[np.setdiff1d(open_rows, cont)] = True
+    run = _optim.BatchRun(obj, runs.theta[cont], w, space.lower, space.upper, RTOL, None)
     for round_ in range(_MAX_ROUNDS):
-        if cont.size == 0:
+        going = np.flatnonzero(run.active)  # rows of the run (positions in `cont`)
+        if going.size == 0:
             break
-        f_before = f[cont]
-        more = _optim.minimize_chunked(
-            obj, runs.theta[cont], w, space.lower, space.upper, max_iter=10, rtol=RTOL
-        )
-        runs.theta[cont], f[cont], runs.conv[cont] = more.theta, more.objective, more.converged
-        going = ~np.asarray(more.converged, dtype=bool) & (more.n_iter >= 10)
+        f_before = run.f[going].copy()
+        run.advance(10)
+        runs.theta[cont], f[cont], runs.conv[cont] = run.theta, run.f, run.converged
+        still = run.active[going]
+        gain = f_before[still] - run.f[going[still]]
+        going = going[still]
         certified = runs.conv & runs.keep & np.isfinite(f)
-        if certified.any():
+        if certified.any() and going.size:
             # A start still above the best certified objective that, descending at the rate
             # of its last round, could not get below it within the rounds left would only be
             # abandoned at the end: abandon it now.
-            gap = more.objective - f[certified].min()
-            gain = f_before - more.objective
+            gap = run.f[going] - f[certified].min()
             hopeless = (gap > 0) & (gap > gain * (_MAX_ROUNDS - 1 - round_))
-            runs.abandoned[cont[going & hopeless]] = True
-            going &= ~hopeless
-        cont = cont[going]
-        if cont.size > 1:
-            cont = runs.merge(cont)
-    runs.abandoned[cont] = True
+            runs.abandoned[cont[going[hopeless]]] = True
+            run.stop(going[hopeless])
+            going = going[~hopeless]
+        if going.size > 1:
+            kept = runs.merge(cont[going])
+            run.stop(going[~np.isin(cont[going], kept)])
+    runs.abandoned[cont[run.active]] = True
 
 
 def _ranked_basins(runs: _Runs) -> list[np.ndarray]:
