@@ -573,7 +573,7 @@ def test_the_screen_keeps_the_best_starts_by_objective_in_grid_order():
 
 
 def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
-    from scalefit._optim.driver import _COUPLING, _damping_matrix
+    from scalefit._optim.driver import COUPLING, _damping_matrix
 
     diag = np.array([[[4.0, 0, 0], [0, 1e-20, 0], [0, 0, 2.0]]])
     np.testing.assert_array_equal(
@@ -581,8 +581,9 @@ def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
     )  # Marquardt's diagonal, floored at 1e-12 of the largest entry
     collinear = np.array([[[1.0, 1.0, 0], [1.0, 1.0, 0], [0, 0, 3.0]]])  # singular
     M = _damping_matrix(collinear)
-    assert M[0, 0, 1] == M[0, 1, 0] == _COUPLING < 1
-    assert np.linalg.eigvalsh(M[0]).min() == pytest.approx(1 - _COUPLING)
+    assert M[0, 0, 1] == M[0, 1, 0] == COUPLING < 1
+    assert np.linalg.eigvalsh(M[0]).min() == pytest.approx(1 - COUPLING)
+    np.testing.assert_array_equal(_damping_matrix(collinear, 0.0), np.diag([1.0, 1, 3])[None])
 
 
 @pytest.mark.parametrize("form", ["chinchilla", "kaplan_n", "kaplan_n_e"])

@@ -87,20 +87,22 @@ def _masked_solve(H: Array, g: Array, free: Mask) -> tuple[Array, Mask]:
     return np.where(free, d, 0.0), ok
 
 
-_COUPLING = 0.97
+COUPLING = 0.97
+"""How much of the off-diagonal of each term's IRLS matrix the damping keeps (see
+:func:`_damping_matrix`); 0 is Marquardt's diagonal scaling."""
 
 
-def _damping_matrix(D: Array) -> Array:
+def _damping_matrix(D: Array, coupling: float = COUPLING) -> Array:
     """The matrix the damping adds to the Hessian, from the IRLS scaling ``D`` (the curvature
     of the Huber loss's quadratic majoriser; each term's own, summed, see
     :meth:`LSEAffineModel._sparsity`): the diagonal, raised to at least ``1e-12`` of its
-    largest entry, and the off-diagonal entries shrunk by :data:`_COUPLING`, which keeps
+    largest entry, and the off-diagonal entries shrunk by ``coupling``, which keeps
     the matrix positive definite where parameters of a term are collinear on the data. A
     diagonal ``D`` gives Marquardt's diagonal scaling."""
     p = D.shape[1]
     diag = np.diagonal(D, axis1=1, axis2=2)
     scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
-    M = D * _COUPLING
+    M = D * coupling
     M[:, np.arange(p), np.arange(p)] = scale
     return M
 
@@ -128,9 +130,10 @@ class BatchRun:
         upper: Array,
         rtol: float,
         budget: int | None,
+        coupling: float = COUPLING,
     ) -> None:
         self.obj, self.w, self.lower, self.upper = objective, weights, lower, upper
-        self.rtol, self.budget = rtol, budget
+        self.rtol, self.budget, self.coupling = rtol, budget, coupling
         self.shared = weights.ndim == 1
         s, p = theta.shape
         self.theta = theta
@@ -197,7 +200,7 @@ class BatchRun:
         objective evaluation."""
         th, gi, Hi = self.theta[idx], self.g[idx], self.H[idx]
         free = _free_mask(th, gi, self.lower, self.upper)
-        M = _damping_matrix(self.D[idx])
+        M = _damping_matrix(self.D[idx], self.coupling)
         lam_i = self.lam[idx]
         d, ok = _masked_solve(Hi + lam_i[:, None, None] * M, gi, free)
         for _retry in range(12):
@@ -269,10 +272,12 @@ def minimize_batch(
     rtol: float = 1e-14,
     max_iter: int = 300,
     budget: int | None = None,
+    coupling: float = COUPLING,
 ) -> BatchResult:
     """Minimise ``objective`` from every row of ``theta0`` (each with its weights row).
 
-    Damped Newton (Levenberg-Marquardt with Marquardt scaling from IRLS weights), steps
+    Damped Newton (Levenberg-Marquardt, the damping scaled by each term's IRLS matrix with
+    its off-diagonal shrunk by ``coupling``: 0 is Marquardt's diagonal scaling), steps
     projected onto the box ``[lower, upper]``, variables pinned at a bound by the gradient
     excluded. A row has converged when the Newton decrement ``g^T H^-1 g / 2`` on its free
     variables is at most ``rtol * f`` (plus 1e-24 per unit of weight): the further decrease a
@@ -283,7 +288,7 @@ def minimize_batch(
     """
     theta = np.clip(np.array(theta0, dtype=float), lower, upper)
     _budget(budget)  # a bad budget fails here, not after the first evaluation
-    run = BatchRun(objective, theta, weights, lower, upper, rtol, budget)
+    run = BatchRun(objective, theta, weights, lower, upper, rtol, budget, coupling)
     run.advance(max_iter)
     return run.result()
 
@@ -308,6 +313,7 @@ def minimize_chunked(
     max_iter: int = 300,
     chunk: int | None = None,
     budget: int | None = None,
+    coupling: float = COUPLING,
 ) -> BatchResult:
     """:func:`minimize_batch` over chunks of rows, to bound memory: ``chunk`` rows at a time
     (default: as many as :func:`driver_chunk` allows within ``budget``). A row's result does
@@ -328,6 +334,7 @@ def minimize_chunked(
                 rtol=rtol,
                 max_iter=max_iter,
                 budget=budget,
+                coupling=coupling,
             )
         )
     if len(parts) == 1:

@@ -125,9 +125,12 @@ def _first_pass(
     space: SearchSpace, obj: _optim.HuberObjective, starts: np.ndarray, w: np.ndarray, it: int
 ) -> _Runs:
     # Phase 1 certifies at a looser 1e-10 (the basin is found); the best end point is then
-    # polished to RTOL.
+    # polished to RTOL. Its damping is Marquardt's diagonal: it explores more widely in its
+    # few steps than the damping coupled within terms (which converges in fewer), and on
+    # degenerate data (a term that can stand in for another) that decides which valley the
+    # continued starts are in.
     first = _optim.minimize_chunked(
-        obj, starts, w, space.lower, space.upper, max_iter=it, rtol=1e-10
+        obj, starts, w, space.lower, space.upper, max_iter=it, rtol=1e-10, coupling=0.0
     )
     f = first.objective.copy()
     finite = np.isfinite(f) & (f > 0)
