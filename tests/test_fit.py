@@ -627,3 +627,13 @@ def test_a_lower_objective_beats_a_certified_worse_basin() -> None:
         result = fit_law(data, law="chinchilla")
     assert result.objective == pytest.approx(0.00184862517, rel=1e-6)
     assert result.converged
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[st.integers(0, 2)] * 3), min_size=1, max_size=40))
+def test_equal_rows_are_grouped_as_numpy_unique_groups_them(rows):
+    key = np.array(rows, dtype=np.int64)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    got_first, got_inverse = multistart._first_of_equal_rows(key)
+    np.testing.assert_array_equal(np.sort(got_first), np.sort(first))
+    np.testing.assert_array_equal(got_first[got_inverse], first[inverse.ravel()])
