@@ -97,7 +97,11 @@ def test_chunked_starts_and_points_reach_the_unchunked_optimum(form: str) -> Non
     np.testing.assert_allclose(by_rows.objective, whole.objective, rtol=1e-12, atol=0)
     np.testing.assert_allclose(by_rows.theta, whole.theta, rtol=1e-6, atol=1e-8)
     tiny = _optim.minimize_chunked(obj, starts, w, f.lower, f.upper, budget=TINY, **kw)
-    both = whole.converged & tiny.converged
+    # Rows at the floating-point floor in both: certified to 1e-20, or stopped because no
+    # step changes f any more with a decrement below 1e-16 f (100x tighter than a fit's
+    # certification); which of the two a row ends with is a matter of rounding.
+    floor = [r.converged | (r.decrement <= 1e-16 * r.objective) for r in (whole, tiny)]
+    both = floor[0] & floor[1]
     assert both.sum() >= 30
     np.testing.assert_allclose(tiny.objective[both], whole.objective[both], rtol=1e-12, atol=0)
     np.testing.assert_allclose(tiny.theta[both], whole.theta[both], rtol=1e-6, atol=1e-8)
@@ -145,6 +149,14 @@ def test_generic_model_with_data_blocks_points_like_the_whole() -> None:
 
 
 def test_fit_law_with_a_tiny_module_budget_gives_the_same_fit(monkeypatch) -> None:
+    """Blocks of a few points change the order of the sums, so the path by rounding; the
+    optimum stays the same: both certified, objectives equal to 1e-12, and the two points
+    no further apart than float64 can tell in the objective: ``dt' H dt / 2 <= 1e-15 f``
+    (H the Hessian at the optimum). That is as strict as 1e-9 relative in any one
+    parameter (a 1e-9 step in ``e``, the least curved, already gives 1.3e-15 f; in ``beta``
+    1.7e-13 f), but it allows the two points to lie apart along this data's flattest
+    direction (Hessian condition ~6e4), where the arithmetic itself leaves A and B
+    undetermined at ~3e-8: the objective differs by 5e-16 across it."""
     d = data(60, 4)
     starts = hoffmann_grid()[::20]
     want = fit_law(d, starts=starts)
@@ -152,8 +164,16 @@ def test_fit_law_with_a_tiny_module_budget_gives_the_same_fit(monkeypatch) -> No
     got = fit_law(d, starts=starts)
     assert got.converged and want.converged
     assert got.objective == pytest.approx(want.objective, rel=1e-12)
-    for k, v in want.estimates.items():
-        assert got.estimates[k] == pytest.approx(v, rel=1e-9)
+    form = FORMS["chinchilla"]
+    pts = _as_points(d, need=form.needs)
+    obj = _optim.HuberObjective(form.model(pts), np.log(pts.loss), 1e-3)
+    theta = {
+        name: np.array([f.diagnostics["theta"][k] for k in form.theta_names])
+        for name, f in (("want", want), ("got", got))
+    }
+    H = obj.value_grad_hess(theta["want"][None], np.ones(pts.n))[2][0]
+    dt = theta["got"] - theta["want"]
+    assert 0.5 * dt @ H @ dt <= 1e-15 * want.objective
 
 
 @pytest.mark.parametrize("budget", [400_000, 2_000_000])

@@ -23,6 +23,7 @@ from scalefit.fit import (
     fit_kaplan,
     fit_law,
     hoffmann_grid,
+    multistart,
 )
 from scalefit.fit.points import as_points as _as_points
 from scalefit.laws import chinchilla_loss
@@ -523,11 +524,14 @@ def test_no_warnings_on_a_clean_fit():
 
 
 def test_merged_and_abandoned_starts_are_counted():
-    """Every start is accounted for: converged (in some basin) or unfinished, the abandoned
-    ones among the unfinished; merged rows carry the count of the starts they stand for."""
+    """Every start is accounted for: screened out, or run and then converged (in some basin)
+    or unfinished, the abandoned ones among the unfinished; merged rows carry the count of
+    the starts they stand for."""
     fit = fit_chinchilla(chinchilla_data(0, n=100), starts=hoffmann_grid()[::15])
     d = fit.diagnostics
-    assert d["n_converged_starts"] + d["n_unfinished_starts"] == d["n_starts"] == 300
+    assert d["n_run_starts"] + d["n_screened_starts"] == d["n_starts"] == 300
+    assert d["n_run_starts"] == multistart.SCREEN_MIN  # a fifth of 300 is fewer
+    assert d["n_converged_starts"] + d["n_unfinished_starts"] == d["n_run_starts"]
     assert 0 <= d["n_abandoned_starts"] <= d["n_unfinished_starts"]
     assert 0 <= d["n_merged_starts"] < d["n_starts"]
     assert 1 <= d["n_best_basin"] <= d["n_converged_starts"]
@@ -535,19 +539,51 @@ def test_merged_and_abandoned_starts_are_counted():
     assert d["newton_decrement"] <= 1e-14 * fit.objective + 1e-20
 
 
-def test_pruned_grid_finds_the_optimum_of_every_start_run_to_convergence():
-    """The default (a short phase for all starts, then the promising ones to convergence)
-    ends at the same best objective as running every start to convergence."""
+def test_pruned_grid_finds_the_optimum_of_every_start_run_to_convergence(monkeypatch):
+    """The default (the starts screened by objective, a short phase for those, then the
+    promising ones to convergence) ends at the same best objective as running every start
+    to convergence."""
     data = chinchilla_data(0, n=100)
-    starts = hoffmann_grid()[::15]
+    starts = hoffmann_grid()[::5]
     fast = fit_chinchilla(data, starts=starts)
+    assert fast.diagnostics["n_screened_starts"] == 900 - multistart.SCREEN_MIN
+    monkeypatch.setattr(multistart, "SCREEN_SHARE", 1.0)
     full = fit_chinchilla(data, starts=starts, max_grid_iter=1000)
-    assert full.diagnostics["n_abandoned_starts"] <= 10
+    assert full.diagnostics["n_screened_starts"] == 0
+    assert full.diagnostics["n_abandoned_starts"] <= 30
     assert fast.objective == pytest.approx(full.objective, rel=1e-9)
     # Both certified (decrement <= 1e-14 f): estimates then agree to ~1e-6, A and B (the
     # flattest directions) a little less.
     for k in TRUE:
         assert fast.estimates[k] == pytest.approx(full.estimates[k], rel=1e-5)
+
+
+def test_the_screen_keeps_the_best_starts_by_objective_in_grid_order():
+    pts = _as_points(chinchilla_data(0, n=50), need=FORMS["chinchilla"].needs)
+    obj = _optim.HuberObjective(FORMS["chinchilla"].model(pts), np.log(pts.loss), 1e-3)
+    w = np.ones(pts.n)
+    grid = hoffmann_grid()
+    kept = multistart._screen(obj, grid, w)
+    assert kept.shape == (int(np.ceil(multistart.SCREEN_SHARE * len(grid))), 5)
+    f0 = obj.value(grid, w)
+    rows = np.flatnonzero(f0 <= np.sort(f0)[len(kept) - 1])
+    np.testing.assert_array_equal(kept, grid[rows])  # the lowest objectives, grid order kept
+    small = grid[:: len(grid) // multistart.SCREEN_MIN][: multistart.SCREEN_MIN]
+    assert multistart._screen(obj, small, w) is small  # a small grid is run whole
+
+
+def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
+    from scalefit._optim.driver import COUPLING, _damping_matrix
+
+    diag = np.array([[[4.0, 0, 0], [0, 1e-20, 0], [0, 0, 2.0]]])
+    np.testing.assert_array_equal(
+        _damping_matrix(diag), np.diag([4.0, 4e-12 + 1e-300, 2.0])[None]
+    )  # Marquardt's diagonal, floored at 1e-12 of the largest entry
+    collinear = np.array([[[1.0, 1.0, 0], [1.0, 1.0, 0], [0, 0, 3.0]]])  # singular
+    M = _damping_matrix(collinear)
+    assert M[0, 0, 1] == M[0, 1, 0] == COUPLING < 1
+    assert np.linalg.eigvalsh(M[0]).min() == pytest.approx(1 - COUPLING)
+    np.testing.assert_array_equal(_damping_matrix(collinear, 0.0), np.diag([1.0, 1, 3])[None])
 
 
 @pytest.mark.parametrize("form", ["chinchilla", "kaplan_n", "kaplan_n_e"])
@@ -567,8 +603,13 @@ def test_fused_derivatives_match_the_generic_formula(form):
         for a, b in zip(got[:2], want[:2], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
         np.testing.assert_allclose(got[3], want[3], rtol=1e-10, atol=1e-12 * np.abs(want[3]).max())
-        diag = fused._derivatives(theta, weights)[3]
-        np.testing.assert_allclose(diag, np.diagonal(got[3], axis1=1, axis2=2), rtol=1e-12)
+        # The driver's scaling: the entries between parameters of one term, the rest zero.
+        within = np.zeros((lse.n_params,) * 2, dtype=bool)
+        for k in range(lse.J.shape[1]):
+            uses = np.any(lse.J[:, k, :] != 0, axis=0)
+            within |= np.outer(uses, uses)
+        scaling = fused._derivatives(theta, weights)[3]
+        np.testing.assert_allclose(scaling, np.where(within, got[3], 0.0), rtol=1e-12, atol=0)
 
 
 def test_a_lower_objective_beats_a_certified_worse_basin() -> None:
@@ -586,3 +627,13 @@ def test_a_lower_objective_beats_a_certified_worse_basin() -> None:
         result = fit_law(data, law="chinchilla")
     assert result.objective == pytest.approx(0.00184862517, rel=1e-6)
     assert result.converged
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[st.integers(0, 2)] * 3), min_size=1, max_size=40))
+def test_equal_rows_are_grouped_as_numpy_unique_groups_them(rows):
+    key = np.array(rows, dtype=np.int64)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    got_first, got_inverse = multistart._first_of_equal_rows(key)
+    np.testing.assert_array_equal(np.sort(got_first), np.sort(first))
+    np.testing.assert_array_equal(got_first[got_inverse], first[inverse.ravel()])

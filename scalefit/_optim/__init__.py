@@ -28,7 +28,7 @@ model and its fused derivatives), ``generic`` (models given as a function; the o
 from __future__ import annotations
 
 from ._blocks import DEFAULT_BUDGET, Array, huber
-from .driver import BatchResult, driver_chunk, minimize_batch, minimize_chunked
+from .driver import BatchResult, BatchRun, driver_chunk, minimize_batch, minimize_chunked
 from .generic import GenericModel, HuberObjective, _huber_loss_and_grad
 from .lse import LSEAffineModel
 from .resample import bootstrap_weight_blocks, weight_block_rows
@@ -46,6 +46,7 @@ __all__ = [
     "MEMORY_BUDGET",
     "Array",
     "BatchResult",
+    "BatchRun",
     "GenericModel",
     "HuberObjective",
     "LSEAffineModel",

@@ -87,6 +87,26 @@ def _masked_solve(H: Array, g: Array, free: Mask) -> tuple[Array, Mask]:
     return np.where(free, d, 0.0), ok
 
 
+COUPLING = 0.97
+"""How much of the off-diagonal of each term's IRLS matrix the damping keeps (see
+:func:`_damping_matrix`); 0 is Marquardt's diagonal scaling."""
+
+
+def _damping_matrix(D: Array, coupling: float = COUPLING) -> Array:
+    """The matrix the damping adds to the Hessian, from the IRLS scaling ``D`` (the curvature
+    of the Huber loss's quadratic majoriser; each term's own, summed, see
+    :meth:`LSEAffineModel._sparsity`): the diagonal, raised to at least ``1e-12`` of its
+    largest entry, and the off-diagonal entries shrunk by ``coupling``, which keeps
+    the matrix positive definite where parameters of a term are collinear on the data. A
+    diagonal ``D`` gives Marquardt's diagonal scaling."""
+    p = D.shape[1]
+    diag = np.diagonal(D, axis1=1, axis2=2)
+    scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+    M = D * coupling
+    M[:, np.arange(p), np.arange(p)] = scale
+    return M
+
+
 # A trial point's objective alone costs about 40% of its objective, gradient and Hessian. When
 # most trial steps are accepted (far more than this share), the derivatives at every trial
 # point are computed at once instead of the objective first and the derivatives of the
@@ -94,9 +114,12 @@ def _masked_solve(H: Array, g: Array, free: Mask) -> tuple[Array, Mask]:
 _FUSE_ACCEPTED = 0.6
 
 
-class _Run:
-    """State of one :func:`minimize_batch` call: every row's point, objective, gradient,
-    Hessian, damping scale and damping, and which rows are still running."""
+class BatchRun:
+    """A minimisation of many rows at once that can be resumed: every row's point,
+    objective, gradient, Hessian, damping scale and damping, and which rows are still
+    running. :func:`minimize_batch` is one :meth:`advance`; a caller that judges rows
+    between rounds (the multi-start search) advances it in rounds and stops (:meth:`stop`)
+    the rows it gives up, so that the others resume with their damping, not from scratch."""
 
     def __init__(
         self,
@@ -107,9 +130,10 @@ class _Run:
         upper: Array,
         rtol: float,
         budget: int | None,
+        coupling: float = COUPLING,
     ) -> None:
         self.obj, self.w, self.lower, self.upper = objective, weights, lower, upper
-        self.rtol, self.budget = rtol, budget
+        self.rtol, self.budget, self.coupling = rtol, budget, coupling
         self.shared = weights.ndim == 1
         s, p = theta.shape
         self.theta = theta
@@ -123,6 +147,27 @@ class _Run:
         self.active = np.ones(s, dtype=bool)
         self.eye = np.eye(p)[None]
         self.fuse = True
+        self.certify(np.arange(s))
+
+    def advance(self, max_iter: int) -> None:
+        """Up to ``max_iter`` more iterations of the running rows."""
+        for _ in range(max_iter):
+            idx = np.flatnonzero(self.active)
+            if idx.size == 0:
+                break
+            self.iterate(idx)
+
+    def stop(self, rows: Index) -> None:
+        """Stop running ``rows`` (left as they are, not converged unless they were)."""
+        self.active[rows] = False
+
+    def result(self) -> BatchResult:
+        """Where each row is now."""
+        free = _free_mask(self.theta, self.g, self.lower, self.upper)
+        at_bound = ~free | (self.theta <= self.lower) | (self.theta >= self.upper)
+        return BatchResult(
+            self.theta, self.f, self.g, self.H, self.converged, self.n_iter, self.dec, at_bound
+        )
 
     def rows_of(self, rows: Index) -> Index | None:
         return None if self.shared else rows
@@ -155,16 +200,15 @@ class _Run:
         objective evaluation."""
         th, gi, Hi = self.theta[idx], self.g[idx], self.H[idx]
         free = _free_mask(th, gi, self.lower, self.upper)
-        diag = self.D[idx]
-        scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+        M = _damping_matrix(self.D[idx], self.coupling)
         lam_i = self.lam[idx]
-        d, ok = _masked_solve(Hi + lam_i[:, None, None] * scale[:, :, None] * self.eye, gi, free)
+        d, ok = _masked_solve(Hi + lam_i[:, None, None] * M, gi, free)
         for _retry in range(12):
             bad = np.flatnonzero(~ok & (lam_i < 1e30))
             if bad.size == 0:
                 break
             lam_i[bad] *= 8.0
-            Hd = Hi[bad] + lam_i[bad, None, None] * scale[bad, :, None] * self.eye
+            Hd = Hi[bad] + lam_i[bad, None, None] * M[bad]
             d[bad], ok[bad] = _masked_solve(Hd, gi[bad], free[bad])
         trial = np.clip(th + np.where(free, d, 0.0), self.lower, self.upper)
         return trial, trial - th, ok, lam_i
@@ -228,10 +272,12 @@ def minimize_batch(
     rtol: float = 1e-14,
     max_iter: int = 300,
     budget: int | None = None,
+    coupling: float = COUPLING,
 ) -> BatchResult:
     """Minimise ``objective`` from every row of ``theta0`` (each with its weights row).
 
-    Damped Newton (Levenberg-Marquardt with Marquardt scaling from IRLS weights), steps
+    Damped Newton (Levenberg-Marquardt, the damping scaled by each term's IRLS matrix with
+    its off-diagonal shrunk by ``coupling``: 0 is Marquardt's diagonal scaling), steps
     projected onto the box ``[lower, upper]``, variables pinned at a bound by the gradient
     excluded. A row has converged when the Newton decrement ``g^T H^-1 g / 2`` on its free
     variables is at most ``rtol * f`` (plus 1e-24 per unit of weight): the further decrease a
@@ -242,16 +288,9 @@ def minimize_batch(
     """
     theta = np.clip(np.array(theta0, dtype=float), lower, upper)
     _budget(budget)  # a bad budget fails here, not after the first evaluation
-    run = _Run(objective, theta, weights, lower, upper, rtol, budget)
-    run.certify(np.arange(theta.shape[0]))
-    for _ in range(max_iter):
-        idx = np.flatnonzero(run.active)
-        if idx.size == 0:
-            break
-        run.iterate(idx)
-    free = _free_mask(run.theta, run.g, lower, upper)
-    at_bound = ~free | (run.theta <= lower) | (run.theta >= upper)
-    return BatchResult(run.theta, run.f, run.g, run.H, run.converged, run.n_iter, run.dec, at_bound)
+    run = BatchRun(objective, theta, weights, lower, upper, rtol, budget, coupling)
+    run.advance(max_iter)
+    return run.result()
 
 
 def driver_chunk(n_params: int, budget: int | None = None) -> int:
@@ -259,7 +298,7 @@ def driver_chunk(n_params: int, budget: int | None = None) -> int:
     per-row state (parameters, gradients, Hessians and their damped copies, a few dozen
     ``P x P`` arrays) in a quarter of ``budget``; the evaluations inside split rows and
     points further (:meth:`LSEAffineModel.plan`)."""
-    per_row = 8 * (12 * n_params * n_params + 24 * n_params + 32)
+    per_row = 8 * (14 * n_params * n_params + 24 * n_params + 32)
     return max(1, _budget(budget) // 4 // per_row)
 
 
@@ -274,6 +313,7 @@ def minimize_chunked(
     max_iter: int = 300,
     chunk: int | None = None,
     budget: int | None = None,
+    coupling: float = COUPLING,
 ) -> BatchResult:
     """:func:`minimize_batch` over chunks of rows, to bound memory: ``chunk`` rows at a time
     (default: as many as :func:`driver_chunk` allows within ``budget``). A row's result does
@@ -294,6 +334,7 @@ def minimize_chunked(
                 rtol=rtol,
                 max_iter=max_iter,
                 budget=budget,
+                coupling=coupling,
             )
         )
     if len(parts) == 1:

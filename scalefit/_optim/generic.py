@@ -129,10 +129,12 @@ class HuberObjective:
         rows: Index | None = None,
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
-        """As :meth:`value_grad_hess`; the scaling matrix only as its diagonal ``(S, P)``
-        unless ``full_scaling`` (the driver needs no more). Weights ``w``: ``(n,)`` shared,
-        ``(S, n)`` one row per row of ``theta``, or with ``rows`` the rows ``rows`` of a
-        larger array. Evaluated in blocks within ``budget`` bytes (:data:`MEMORY_BUDGET`)."""
+        """As :meth:`value_grad_hess`; of the scaling matrix only what the driver's damping
+        uses unless ``full_scaling``: each term's own, summed, for an
+        :class:`LSEAffineModel`, the diagonal for a :class:`GenericModel`. Weights ``w``:
+        ``(n,)`` shared, ``(S, n)`` one row per row of ``theta``, or with ``rows`` the rows
+        ``rows`` of a larger array. Evaluated in blocks within ``budget`` bytes
+        (:data:`MEMORY_BUDGET`)."""
         if isinstance(self.model, LSEAffineModel):
             return self.model.huber_derivatives(
                 theta, self.y, self.delta, w, full_scaling=full_scaling, rows=rows, budget=budget
@@ -141,7 +143,7 @@ class HuberObjective:
         n = self.y.size
         nb, rmax = self.model.plan(n, budget)
         f, g, H = np.zeros(s), np.zeros((s, p)), np.zeros((s, p, p))
-        D = np.zeros((s, p, p)) if full_scaling else np.zeros((s, p))
+        D = np.zeros((s, p, p))
         for a, b in _blocks(n, nb):
             block = (a, b) if self.model.data is not None else (None, None)
             for r0, r1 in _row_chunks(s, rmax):
@@ -156,7 +158,10 @@ class HuberObjective:
                 g[r0:r1] += _wsum(wpsi, G)
                 H[r0:r1] += _gram(wb * dpsi, G) + self.model.curvature(th, wpsi, G, None, block)
                 irls = wb * np.where(dpsi > 0, 1.0, self.delta / np.maximum(np.abs(r), self.delta))
-                D[r0:r1] += _gram(irls, G) if full_scaling else _wsum(irls, G * G)
+                if full_scaling:
+                    D[r0:r1] += _gram(irls, G)
+                else:  # a model given as a function has no terms: the diagonal only
+                    D[r0:r1, np.arange(p), np.arange(p)] += _wsum(irls, G * G)
         return f, g, H, D
 
 

@@ -73,7 +73,7 @@ class LSEAffineModel:
         t = len(self._tri[0])
         # Bytes per point of the constant matrices (R1, R2, R2diag) of one block, and per
         # (row, point) of the scratch arrays of `_block_derivatives` (float slots + a mask).
-        self._const_bytes = 8 * (k * (p + t) + len(self._pairs) * (t + p))
+        self._const_bytes = 8 * (k * (p + t) + len(self._pairs) * 2 * t)
         self._slots = k + 9
         self._cell_bytes = 8 * (self._slots + k + 2 * len(self._pairs)) + 1
         self._consts_cache: dict[tuple[int, int], _Consts] = {}
@@ -133,9 +133,15 @@ class LSEAffineModel:
             np.flatnonzero((nz[i][iu] & nz[j][ju]) | (nz[j][iu] & nz[i][ju]))
             for i, j in self._pairs
         ]
-        self._diag_pairs = [q for q, (i, j) in enumerate(self._pairs) if np.any(nz[i] & nz[j])]
-        self._colsd = [np.flatnonzero(nz[i] & nz[j]) for i, j in self._pairs]
-        self._diag_pos = np.flatnonzero(iu == ju)  # where (p, p) sits in an upper triangle
+        # The damping scale is the IRLS matrix of each term alone, summed: it keeps the
+        # entries between parameters of one term (Chinchilla's (a, alpha) and (b, beta)),
+        # which move together, the more so the further the data sit from log N = 0, and a
+        # diagonal scale alone makes the steps zig-zag; a sum of Gram matrices, it is
+        # positive semi-definite even where terms share a parameter (overtraining's eta).
+        self._colsd = [
+            c if i == j else c[:0] for c, (i, j) in zip(self._cols2, self._pairs, strict=True)
+        ]
+        self._diag_pairs = [q for q, c in enumerate(self._colsd) if c.size]
 
     def _consts(self, a: int, b: int, keep: bool) -> _Consts:
         """Right-hand matrices of the fused derivatives for points ``a:b`` (see
@@ -157,10 +163,7 @@ class LSEAffineModel:
             for i, j in self._pairs
         ]
         R2 = [np.ascontiguousarray(o[:, c]) for o, c in zip(outer, self._cols2, strict=True)]
-        R2diag = [
-            np.ascontiguousarray(o[:, self._diag_pos[c]])
-            for o, c in zip(outer, self._colsd, strict=True)
-        ]
+        R2diag = [np.ascontiguousarray(o[:, c]) for o, c in zip(outer, self._colsd, strict=True)]
         out = (R1, R2, R2diag)
         if keep:
             self._consts_cache[(a, b)] = out
@@ -349,7 +352,8 @@ class LSEAffineModel:
         budget: int | None = None,
     ) -> tuple[Array, Array, Array, Array]:
         """Huber objective ``(S,)``, gradient ``(S, P)``, exact Hessian ``(S, P, P)`` and the
-        IRLS scaling matrix (its diagonal ``(S, P)`` unless ``full_scaling``), fused.
+        IRLS scaling matrix ``(S, P, P)`` (unless ``full_scaling``, the sum of each term's
+        own: see :meth:`_sparsity`), fused.
 
         With ``G_i = sum_k s_ik J_ik`` every sum over points is a sum over terms:
         ``sum_i c_i G_i = sum_k (c s_k) @ J_k`` and
@@ -367,7 +371,7 @@ class LSEAffineModel:
         f = np.zeros(s)
         g1 = np.zeros((s, p + t))
         h2 = np.zeros((s, t))
-        d2 = np.zeros((s, t if full_scaling else p))
+        d2 = np.zeros((s, t))
         for a, b in _blocks(n, nb):
             consts = self._consts(a, b, keep)
             for r0, r1 in _row_chunks(s, rmax):
@@ -379,7 +383,7 @@ class LSEAffineModel:
                     acc[r0:r1] += part
         g = g1[:, :p]
         H = self._symmetric(g1[:, p:] + h2)
-        D = self._symmetric(d2) if full_scaling else d2
+        D = self._symmetric(d2)
         return f, g, H, D
 
     def _block_derivatives(
@@ -438,15 +442,16 @@ class LSEAffineModel:
         R2diag: list[Array],
         full_scaling: bool,
     ) -> tuple[Array, Array]:
-        """``sum_i u_i G_i G_i^T`` (upper triangle) and the damping scale (the diagonal of
-        ``sum_i irls_i G_i G_i^T``, or all of it with ``full_scaling``) of one block."""
+        """``sum_i u_i G_i G_i^T`` (upper triangle) and the damping scale (each term's own
+        ``sum_i irls_i s_ik^2 J_ik J_ik^T``, summed, or all of ``sum_i irls_i G_i G_i^T``
+        with ``full_scaling``; upper triangle) of one block."""
         rs, m = u.shape
         t = len(self._tri[0])
         npair = len(self._pairs)
         diag = list(range(npair)) if full_scaling else self._diag_pairs
         left = flat2[: 2 * npair * rs * m].reshape(2, npair, rs, m)
         h2 = np.zeros((rs, t))
-        d2 = np.zeros((rs, t if full_scaling else self.n_params))
+        d2 = np.zeros((rs, t))
         for q, (i, j) in enumerate(self._pairs):
             np.multiply(soft[i], soft[j], out=ss)
             np.multiply(u, ss, out=left[0, q])

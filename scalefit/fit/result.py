@@ -292,7 +292,8 @@ class LawFit:
         d = self.diagnostics
         if "n_starts" in d:
             lines.append(
-                f"  starts: {d['n_starts']}, {d['n_best_basin']} reached the best basin; "
+                f"  starts: {d['n_starts']}{_screened(d)}, {d['n_best_basin']} reached the best "
+                "basin; "
                 f"next basin objective {d.get('second_best_objective')}"
             )
         if "envelope_budgets" in d:
@@ -381,3 +382,10 @@ def make_fit(
         samples=samples,
         sample_names=names,
     )
+
+
+def _screened(d: dict[str, Any]) -> str:
+    """`` (900 run: the best by objective)`` when the search screened its starts."""
+    if not d.get("n_screened_starts"):
+        return ""
+    return f" ({d['n_run_starts']} run: the best by objective)"
