@@ -5,9 +5,12 @@ Each command runs ``--repeat`` times in a fresh process; with ``--before DIR`` (
 an older scalefit, e.g. ``git worktree add /tmp/before dce417e`` or ``git archive dce417e |
 tar -x -C /tmp/before``) the same commands run from that tree too (``PYTHONPATH=DIR``, same
 interpreter and libraries), alternating with this one so that the machine's load hits both
-alike. Reported: min and median wall time, and min CPU time (user + system, from
-``getrusage`` of the child), which other jobs' load moves least: on a quiet machine a
-single-threaded start-up's wall time is its CPU time. ``--importtime`` also prints the
+alike. Each command runs once untimed first, so that its bytecode is compiled and cached as in
+an installed package (``PYTHONDONTWRITEBYTECODE`` is unset for the children: with it, every
+run compiles scalefit's ~50 modules again). A command that fails stops the benchmark.
+Reported: min and median wall time, and min CPU time (user + system, from ``getrusage`` of
+the child), which other jobs' load moves least: on a quiet machine a single-threaded
+start-up's wall time is its CPU time. ``--importtime`` also prints the
 modules that cost most (``python -X importtime``, cumulative, one run).
 
 Usage::
@@ -41,20 +44,30 @@ def points_csv(path: Path, n: int = 252, seed: int = 0) -> Path:
     loss = (1.8 + 480.0 / params**0.35 + 2100.0 / tokens**0.37) * np.exp(
         0.02 * rng.standard_normal(n)
     )
-    rows = "".join(f"{p!r},{t!r},{v!r}\n" for p, t, v in zip(params, tokens, loss, strict=True))
+    # plain floats: under numpy 2 the repr of a numpy scalar is ``np.float64(...)``
+    rows = "".join(
+        f"{float(p)!r},{float(t)!r},{float(v)!r}\n"
+        for p, t, v in zip(params, tokens, loss, strict=True)
+    )
     path.write_text("params,tokens,loss\n" + rows)
     return path
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds of one command in a fresh process (run in the temp dir: ``-c``
-    puts the working directory before ``PYTHONPATH``)."""
+    puts the working directory before ``PYTHONPATH``). A command that fails stops the
+    benchmark with its stderr: a failing command's time is not the command's."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(
-        args, env=env, cwd=env["_CWD"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    done = subprocess.run(
+        args, env=env, cwd=env["_CWD"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(args[3:])} exited with status {done.returncode} "
+            f"(PYTHONPATH={env.get('PYTHONPATH', '')}):\n{done.stderr.decode(errors='replace')}"
+        )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
@@ -86,6 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "SCALEFIT_DEBUG": "0"}
     env.pop("PYTHONPATH", None)
+    # An installed package has its bytecode compiled: let the first (untimed) run of each
+    # command write it, as an editable install's first run does, and time the runs after.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     trees = {"this tree": env}
     if args.before:
         trees["before"] = {**env, "PYTHONPATH": str(args.before.resolve())}
@@ -100,11 +116,16 @@ def main() -> None:
             "fit --input (252 points, --bootstrap 0)": [
                 *("fit", "--input", str(data), "--bootstrap", "0", "--no-save"),
             ],
+            "fit --input ... --json": [
+                *("fit", "--input", str(data), "--bootstrap", "0", "--json", "--no-save"),
+            ],
         }
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         for label, cmd in commands.items():
             argv = [sys.executable, "-c", main_py, *cmd]
             times: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+            for tree_env in trees.values():
+                run(argv, tree_env)  # warm-up: bytecode written, files in the page cache
             for _ in range(args.repeat):
                 for tree, tree_env in trees.items():
                     times[tree].append(run(argv, tree_env))
