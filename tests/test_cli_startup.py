@@ -145,6 +145,81 @@ def test_importing_the_fit_package_imports_no_polars() -> None:
     assert out.strip() == "[]"
 
 
+_HEAVY = ("polars", "duckdb", "pandera", "prefect", "pyarrow", "scipy")
+"""What ``scalefit fit --input`` on a plain CSV never imports (issue 16)."""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_fit_input_imports_no_polars_nor_the_store(tmp_path: Path, as_json: bool) -> None:
+    """The real command, run through ``main()`` in a fresh interpreter, fits a plain CSV
+    and prints its result without importing polars, DuckDB, pandera or Prefect."""
+    path = _points_file(tmp_path / "p.csv", run_ids=[f"r{i}" for i in range(40)])
+    check = (
+        "import sys\n"
+        "from scalefit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"sys.stderr.write(repr(sorted(m for m in {_HEAVY!r} if m in sys.modules)))\n"
+    )
+    args = ["fit", "--input", str(path), "--bootstrap", "0", "--no-save"]
+    done = subprocess.run(
+        [sys.executable, "-c", check, *args, *(["--json"] if as_json else [])],
+        capture_output=True,
+        text=True,
+        env=_ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "[]"
+    if as_json:
+        out = json.loads(done.stdout)
+        assert out["n_points"] == 40 and out["points"] == {"source": "file"}
+    else:
+        assert "chinchilla fit to 40 points" in done.stdout
+
+
+def test_columns_as_arrays_give_the_points_a_frame_gives() -> None:
+    """Points from columns that are already arrays (read without polars) equal the points
+    from a polars frame of the same columns; other columns go through polars, with its
+    errors."""
+    from scalefit.errors import FitError
+    from scalefit.fit.points import _Arrays, as_constrained_points, as_points
+
+    rng = np.random.default_rng(5)
+    cols = {
+        "params": rng.uniform(1e7, 1e9, 12),
+        "tokens": rng.uniform(1e8, 1e10, 12),
+        "unique_tokens": rng.uniform(1e8, 1e9, 12),
+        "loss": rng.uniform(2.0, 3.0, 12),
+        "run_id": [f"r{i % 3}" for i in range(12)],
+    }
+    assert _Arrays.of(cols) is not None
+    for read in (
+        lambda d: as_points(d, need=("params", "tokens")),
+        lambda d: as_points(d, need=("params", "tokens"), target="params"),
+        as_constrained_points,
+    ):
+        fast, slow = read(cols), read(pl.DataFrame(cols))
+        for name in ("params", "tokens", "loss", "flops", "run_id", "x", "unique"):
+            a, b = getattr(fast, name), getattr(slow, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype != object)
+    assert fast.sha256() == slow.sha256()
+    assert as_points(cols, need=()).params is not cols["params"]  # a copy, as polars makes
+    for other in (
+        {**cols, "run_id": np.arange(12.0)},  # polars casts a numeric run_id to text
+        {**cols, "params": cols["params"].astype(np.int64)},
+        {**cols, "params": list(cols["params"])},
+        {**cols, "loss": cols["loss"][:5]},  # polars refuses columns of unequal lengths
+        {**cols, "note": ["x"] * 12},
+        {},
+    ):
+        assert _Arrays.of(other) is None
+    with pytest.raises(FitError, match="no `loss` column"):
+        as_points({"params": cols["params"]}, need=())
+    with pytest.raises(Exception, match="height of column"):
+        as_points({**cols, "loss": cols["loss"][:5]}, need=())
+
+
 def test_fit_input_prints_the_same_either_way(tmp_path: Path, monkeypatch) -> None:
     """`scalefit fit --input` gives the same table and JSON from the fast reader as from
     polars' (the fast reader turned off)."""
