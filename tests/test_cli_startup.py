@@ -73,6 +73,50 @@ def test_help_is_typers_own_without_markdown_or_traceback(args: list[str]) -> No
     assert done.stdout == plain.stdout and "Usage" in done.stdout
 
 
+def test_each_command_is_registered_by_its_module() -> None:
+    """`main()` builds the application with the module of the command it runs: the table
+    of commands (``_app.COMMANDS``) names every command of the whole application, and the
+    application of one command has that command (and its module's others) only."""
+    from typer.main import get_command
+
+    from scalefit.cli._app import COMMANDS, build
+
+    def names(app: object) -> set[str]:
+        return set(get_command(app).commands)  # type: ignore[arg-type, attr-defined]
+
+    assert names(build()) == set(COMMANDS)
+    for command, module in COMMANDS.items():
+        own = names(build(command))
+        assert command in own and {COMMANDS[n] for n in own} == {module}, command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "--bootstrap", "many"],
+        ["fit", "--no-such-option"],
+        ["fitt"],
+        ["plan"],
+        ["studies", "list", "--help"],
+        ["sql", "--help"],
+        ["--no-such-option"],
+    ],
+)
+def test_one_commands_application_answers_as_the_whole_one(args: list[str]) -> None:
+    """Errors and help through `main()` (which builds only the command's module) are
+    byte for byte what the whole application prints, with the same exit status."""
+    ran = [
+        subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=_ENV
+        )
+        for code in ("from scalefit.cli import main; main()", "from scalefit.cli import app; app()")
+    ]
+    assert ran[0].returncode == ran[1].returncode
+    assert (ran[0].returncode == 0) == ("--help" in args)
+    assert (ran[0].stdout, ran[0].stderr) == (ran[1].stdout, ran[1].stderr)
+    assert "Usage" in ran[0].stdout + ran[0].stderr
+
+
 def _points_file(path: Path, n: int = 40, *, run_ids: list[str] | None = None) -> Path:
     rng = np.random.default_rng(3)
     params = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n))

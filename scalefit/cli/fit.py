@@ -14,8 +14,8 @@ import typer
 
 # not scalefit.fit: numpy and polars take ~0.4 s
 from .._names import DEFAULT_WARMUP, LAW_NAMES
+from . import _common
 from ._common import (
-    console,
     handle_errors,
     json_line,
     print_frame,
@@ -118,7 +118,9 @@ def fit_command(
     print_fit(result, score, saved_in=None)
     picked.print_runs()
     if do_save:
-        console.print(f"saved as {result.fit_id} in {settings.db}", highlight=False, markup=False)
+        _common.console.print(
+            f"saved as {result.fit_id} in {settings.db}", highlight=False, markup=False
+        )
 
 
 def check_law(law: str, *, irreducible: bool, extrapolate: int) -> str:
@@ -213,16 +215,18 @@ def print_fit(result: LawFit, score: ExtrapolationScore | None, *, saved_in: Pat
         title=f"{result.form} fit to {result.n_points} points",
     )
     lines = str(result).splitlines()
-    console.print(lines[0], highlight=False, markup=False)
+    _common.console.print(lines[0], highlight=False, markup=False)
     for line in lines[1:]:
         if not line.startswith("  ") or line.lstrip().startswith(
             ("starts:", "budgets:", "warning:")
         ):
-            console.print(line, highlight=False, markup=False)
+            _common.console.print(line, highlight=False, markup=False)
     if score is not None:
-        console.print(str(score), highlight=False, markup=False)
+        _common.console.print(str(score), highlight=False, markup=False)
     if saved_in is not None:
-        console.print(f"saved as {result.fit_id} in {saved_in}", highlight=False, markup=False)
+        _common.console.print(
+            f"saved as {result.fit_id} in {saved_in}", highlight=False, markup=False
+        )
 
 
 @dataclass(frozen=True)
@@ -327,7 +331,7 @@ class _Data:
         ):
             low, high = min(counts), max(counts)
             each = f"{low}" if low == high else f"{low} to {high}"
-            console.print(
+            _common.console.print(
                 f"runs: all {runs.height} selected runs contributed {runs['metric'][0]} "
                 f"({mode} points: {each} each)",
                 highlight=False,
