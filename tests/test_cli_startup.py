@@ -264,6 +264,23 @@ def test_columns_as_arrays_give_the_points_a_frame_gives() -> None:
         as_points({**cols, "loss": cols["loss"][:5]}, need=())
 
 
+@pytest.mark.parametrize("preset", [None, "some_plugin"])
+def test_settings_are_built_without_looking_up_pydantic_plugins(preset: str | None) -> None:
+    """Reading the settings does not scan the installed distributions for pydantic plugins,
+    and leaves ``PYDANTIC_DISABLE_PLUGINS`` as it found it."""
+    env = {k: v for k, v in _ENV.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if preset is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = preset
+    out = _python(
+        "import os; from scalefit.config import load_settings; "
+        "s = load_settings(options={'jobs': ('--jobs', 2)}); "
+        "import pydantic.plugin._loader as loader; "
+        "print(s.jobs, loader._plugins, os.environ.get('PYDANTIC_DISABLE_PLUGINS'))",
+        env=env,
+    )
+    assert out.split() == ["2", "None", str(preset)]
+
+
 def test_fit_input_prints_the_same_either_way(tmp_path: Path, monkeypatch) -> None:
     """`scalefit fit --input` gives the same table and JSON from the fast reader as from
     polars' (the fast reader turned off)."""
