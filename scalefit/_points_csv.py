@@ -64,7 +64,7 @@ def read_points_fast(path: Path) -> dict[str, np.ndarray | list[str]] | None:
 
 
 def file_input(path: str | Path) -> dict[str, Any]:
-    """The record of a fit to a file of points: its path, sha256 and row count (here, not in
+    """The record of a fit to a file of points: its path and sha256 (here, not in
     :mod:`scalefit.fit_store`, so that ``scalefit fit --input`` records it without polars)."""
     p = Path(path)
     digest = hashlib.sha256()
