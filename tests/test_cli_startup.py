@@ -253,6 +253,8 @@ def test_columns_as_arrays_give_the_points_a_frame_gives() -> None:
         {**cols, "run_id": np.arange(12.0)},  # polars casts a numeric run_id to text
         {**cols, "params": cols["params"].astype(np.int64)},
         {**cols, "params": list(cols["params"])},
+        {**cols, "params": np.ma.masked_array(cols["params"])},
+        {**cols, "params": cols["params"].astype(">f8")},
         {**cols, "loss": cols["loss"][:5]},  # polars refuses columns of unequal lengths
         {**cols, "note": ["x"] * 12},
         {},

@@ -106,7 +106,7 @@ class _Arrays:
                     return None
             elif not (
                 isinstance(name, str)
-                and isinstance(values, np.ndarray)
+                and type(values) is np.ndarray  # not a subclass (a masked array: polars')
                 and values.ndim == 1
                 and values.dtype == np.float64
             ):
