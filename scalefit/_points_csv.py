@@ -13,8 +13,10 @@ compares the two readers on the same files).
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +61,14 @@ def read_points_fast(path: Path) -> dict[str, np.ndarray | list[str]] | None:
         else:
             return None
     return out
+
+
+def file_input(path: str | Path) -> dict[str, Any]:
+    """The record of a fit to a file of points: its path and sha256 (here, not in
+    :mod:`scalefit.fit_store`, so that ``scalefit fit --input`` records it without polars)."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"source": "file", "path": str(p), "sha256": digest.hexdigest()}

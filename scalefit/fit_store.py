@@ -11,7 +11,6 @@ reports can read what a fit recorded without loading the fitting code.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ import polars as pl
 import scalefit
 
 from . import fit_select
+from ._points_csv import file_input  # polars-free, for `scalefit fit --input`
 from .errors import FitError
 from .fit_select import DEFAULT_WARMUP, Selection
 
@@ -170,16 +170,6 @@ def store_input(
         out.update(selection.record())
         out["metric"] = selection.metric or single
     return out
-
-
-def file_input(path: str | Path) -> dict[str, Any]:
-    """The record of a fit to a file of points: its path, sha256 and row count."""
-    p = Path(path)
-    digest = hashlib.sha256()
-    with p.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"source": "file", "path": str(p), "sha256": digest.hexdigest()}
 
 
 def read_points(path: str | Path) -> pl.DataFrame:

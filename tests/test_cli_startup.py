@@ -73,6 +73,50 @@ def test_help_is_typers_own_without_markdown_or_traceback(args: list[str]) -> No
     assert done.stdout == plain.stdout and "Usage" in done.stdout
 
 
+def test_each_command_is_registered_by_its_module() -> None:
+    """`main()` builds the application with the module of the command it runs: the table
+    of commands (``_app.COMMANDS``) names every command of the whole application, and the
+    application of one command has that command (and its module's others) only."""
+    from typer.main import get_command
+
+    from scalefit.cli._app import COMMANDS, build
+
+    def names(app: object) -> set[str]:
+        return set(get_command(app).commands)  # type: ignore[arg-type, attr-defined]
+
+    assert names(build()) == set(COMMANDS)
+    for command, module in COMMANDS.items():
+        own = names(build(command))
+        assert command in own and {COMMANDS[n] for n in own} == {module}, command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "--bootstrap", "many"],
+        ["fit", "--no-such-option"],
+        ["fitt"],
+        ["plan"],
+        ["studies", "list", "--help"],
+        ["sql", "--help"],
+        ["--no-such-option"],
+    ],
+)
+def test_one_commands_application_answers_as_the_whole_one(args: list[str]) -> None:
+    """Errors and help through `main()` (which builds only the command's module) are
+    byte for byte what the whole application prints, with the same exit status."""
+    ran = [
+        subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=_ENV
+        )
+        for code in ("from scalefit.cli import main; main()", "from scalefit.cli import app; app()")
+    ]
+    assert ran[0].returncode == ran[1].returncode
+    assert (ran[0].returncode == 0) == ("--help" in args)
+    assert (ran[0].stdout, ran[0].stderr) == (ran[1].stdout, ran[1].stderr)
+    assert "Usage" in ran[0].stdout + ran[0].stderr
+
+
 def _points_file(path: Path, n: int = 40, *, run_ids: list[str] | None = None) -> Path:
     rng = np.random.default_rng(3)
     params = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n))
@@ -143,6 +187,100 @@ def test_importing_the_fit_package_imports_no_polars() -> None:
         "print(sorted(m for m in ('polars', 'duckdb', 'pandera') if m in sys.modules))"
     )
     assert out.strip() == "[]"
+
+
+_HEAVY = ("polars", "duckdb", "pandera", "prefect", "pyarrow", "scipy")
+"""What ``scalefit fit --input`` on a plain CSV never imports (issue 16)."""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_fit_input_imports_no_polars_nor_the_store(tmp_path: Path, as_json: bool) -> None:
+    """The real command, run through ``main()`` in a fresh interpreter, fits a plain CSV
+    and prints its result without importing polars, DuckDB, pandera or Prefect."""
+    path = _points_file(tmp_path / "p.csv", run_ids=[f"r{i}" for i in range(40)])
+    check = (
+        "import sys\n"
+        "from scalefit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"sys.stderr.write(repr(sorted(m for m in {_HEAVY!r} if m in sys.modules)))\n"
+    )
+    args = ["fit", "--input", str(path), "--bootstrap", "0", "--no-save"]
+    done = subprocess.run(
+        [sys.executable, "-c", check, *args, *(["--json"] if as_json else [])],
+        capture_output=True,
+        text=True,
+        env=_ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "[]"
+    if as_json:
+        out = json.loads(done.stdout)
+        assert out["n_points"] == 40 and out["points"] == {"source": "file"}
+    else:
+        assert "chinchilla fit to 40 points" in done.stdout
+
+
+def test_columns_as_arrays_give_the_points_a_frame_gives() -> None:
+    """Points from columns that are already arrays (read without polars) equal the points
+    from a polars frame of the same columns; other columns go through polars, with its
+    errors."""
+    from scalefit.errors import FitError
+    from scalefit.fit.points import _Arrays, as_constrained_points, as_points
+
+    rng = np.random.default_rng(5)
+    cols = {
+        "params": rng.uniform(1e7, 1e9, 12),
+        "tokens": rng.uniform(1e8, 1e10, 12),
+        "unique_tokens": rng.uniform(1e8, 1e9, 12),
+        "loss": rng.uniform(2.0, 3.0, 12),
+        "run_id": [f"r{i % 3}" for i in range(12)],
+    }
+    assert _Arrays.of(cols) is not None
+    for read in (
+        lambda d: as_points(d, need=("params", "tokens")),
+        lambda d: as_points(d, need=("params", "tokens"), target="params"),
+        as_constrained_points,
+    ):
+        fast, slow = read(cols), read(pl.DataFrame(cols))
+        for name in ("params", "tokens", "loss", "flops", "run_id", "x", "unique"):
+            a, b = getattr(fast, name), getattr(slow, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype != object)
+    assert fast.sha256() == slow.sha256()
+    assert as_points(cols, need=()).params is not cols["params"]  # a copy, as polars makes
+    for other in (
+        {**cols, "run_id": np.arange(12.0)},  # polars casts a numeric run_id to text
+        {**cols, "params": cols["params"].astype(np.int64)},
+        {**cols, "params": list(cols["params"])},
+        {**cols, "params": np.ma.masked_array(cols["params"])},
+        {**cols, "params": cols["params"].astype(">f8")},
+        {**cols, "loss": cols["loss"][:5]},  # polars refuses columns of unequal lengths
+        {**cols, "note": ["x"] * 12},
+        {},
+    ):
+        assert _Arrays.of(other) is None
+    with pytest.raises(FitError, match="no `loss` column"):
+        as_points({"params": cols["params"]}, need=())
+    with pytest.raises(Exception, match="height of column"):
+        as_points({**cols, "loss": cols["loss"][:5]}, need=())
+
+
+@pytest.mark.parametrize("preset", [None, "some_plugin"])
+def test_settings_are_built_without_looking_up_pydantic_plugins(preset: str | None) -> None:
+    """Reading the settings does not scan the installed distributions for pydantic plugins,
+    and leaves ``PYDANTIC_DISABLE_PLUGINS`` as it found it."""
+    env = {k: v for k, v in _ENV.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if preset is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = preset
+    out = _python(
+        "import os; from scalefit.config import load_settings; "
+        "s = load_settings(options={'jobs': ('--jobs', 2)}); "
+        "import pydantic.plugin._loader as loader; "
+        "print(s.jobs, loader._plugins, os.environ.get('PYDANTIC_DISABLE_PLUGINS'))",
+        env=env,
+    )
+    assert out.split() == ["2", "None", str(preset)]
 
 
 def test_fit_input_prints_the_same_either_way(tmp_path: Path, monkeypatch) -> None:

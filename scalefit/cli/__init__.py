@@ -3,8 +3,9 @@
 Each command lives in a module of this package (its options in :mod:`.options`, defined once)
 and :mod:`._app` registers them on :data:`app` in one order. Importing this package costs
 nothing: ``scalefit --version`` answers without typer, ``--help`` without the rich modules
-that only markdown help and pretty tracebacks use (see :mod:`._rich_help`), and a command
-imports the libraries it uses when it runs.
+that only markdown help and pretty tracebacks use (see :mod:`._rich_help`), a command
+builds the application with its own module only, and imports the libraries it uses when it
+runs.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def main() -> None:
         from ._rich_help import import_rich_help
 
         import_rich_help()
-    from ._app import build
+    from ._app import COMMANDS, build
 
-    build()()
+    # A command needs only the module that registers it (see ._app); anything else (no
+    # command, an option first, an unknown name) gets the whole application.
+    build(args[0] if args and args[0] in COMMANDS else None)()
 
 
 def __getattr__(name: str) -> object:

@@ -19,18 +19,39 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from ..errors import ScalefitError
 
 if TYPE_CHECKING:
     import polars as pl
+    from rich.console import Console
+    from rich.text import Text
 
     from ..config import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+    console: Console
+    err_console: Console
+
+
+_CONSOLES: dict[bool, Console] = {}
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """The rich console of stdout (or stderr), made on first use, so that a command that
+    prints no rich output (``scalefit fit --json``) does not import rich's console (~30 ms)."""
+    if stderr not in _CONSOLES:
+        from rich.console import Console
+
+        _CONSOLES[stderr] = Console(stderr=stderr)
+    return _CONSOLES[stderr]
+
+
+def __getattr__(name: str) -> Any:
+    # `console` and `err_console`: the consoles of stdout and stderr (`_console`).
+    if name in ("console", "err_console"):
+        return _console(stderr=name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,12 +72,16 @@ def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
 
 def print_error(message: str) -> None:
     """``error: message`` on stderr; the message is shown as written (never as markup)."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 def print_warning(message: str) -> None:
     """``warning: message`` on stderr; the message is shown as written (never as markup)."""
-    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
 
 
 def _wants_json(kwargs: dict[str, Any]) -> bool:
@@ -112,6 +137,8 @@ def human_count(value: float | None) -> str:
 
 
 def _cell(value: Any) -> Text:
+    from rich.text import Text
+
     if value is None:
         return Text("")
     if isinstance(value, float):
@@ -182,10 +209,11 @@ def print_rows(
     """Print rows as a rich table (what :func:`print_frame` prints for a table, without
     polars): ``numeric`` columns are right-aligned, floats shown to 4 significant digits."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False)
     for name in columns:
         table.add_column(Text(name), justify="right" if name in numeric else "left")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
-    console.print(table)
+    _console().print(table)

@@ -14,8 +14,8 @@ import typer
 
 # not scalefit.fit: numpy and polars take ~0.4 s
 from .._names import DEFAULT_WARMUP, LAW_NAMES
+from . import _common
 from ._common import (
-    console,
     handle_errors,
     json_line,
     print_frame,
@@ -118,7 +118,9 @@ def fit_command(
     print_fit(result, score, saved_in=None)
     picked.print_runs()
     if do_save:
-        console.print(f"saved as {result.fit_id} in {settings.db}", highlight=False, markup=False)
+        _common.console.print(
+            f"saved as {result.fit_id} in {settings.db}", highlight=False, markup=False
+        )
 
 
 def check_law(law: str, *, irreducible: bool, extrapolate: int) -> str:
@@ -141,13 +143,14 @@ def check_law(law: str, *, irreducible: bool, extrapolate: int) -> str:
 def read_input(path: Path) -> tuple[Any, dict[str, Any]]:
     """The points of ``--input`` (a plain numeric CSV without polars: see
     :mod:`scalefit._points_csv`) and the fit's record of them (path and sha256)."""
-    from .. import fit_store
-    from .._points_csv import read_points_fast
+    from .._points_csv import file_input, read_points_fast
 
     data: object = read_points_fast(path)  # a dict of columns, or None: then a DataFrame
     if data is None:
+        from .. import fit_store  # polars: only for what the plain reader leaves
+
         data = fit_store.read_points(path)
-    return data, fit_store.file_input(path)
+    return data, file_input(path)
 
 
 def _resample(resample: str | None, mode: str, form: str) -> str:
@@ -212,16 +215,18 @@ def print_fit(result: LawFit, score: ExtrapolationScore | None, *, saved_in: Pat
         title=f"{result.form} fit to {result.n_points} points",
     )
     lines = str(result).splitlines()
-    console.print(lines[0], highlight=False, markup=False)
+    _common.console.print(lines[0], highlight=False, markup=False)
     for line in lines[1:]:
         if not line.startswith("  ") or line.lstrip().startswith(
             ("starts:", "budgets:", "warning:")
         ):
-            console.print(line, highlight=False, markup=False)
+            _common.console.print(line, highlight=False, markup=False)
     if score is not None:
-        console.print(str(score), highlight=False, markup=False)
+        _common.console.print(str(score), highlight=False, markup=False)
     if saved_in is not None:
-        console.print(f"saved as {result.fit_id} in {saved_in}", highlight=False, markup=False)
+        _common.console.print(
+            f"saved as {result.fit_id} in {saved_in}", highlight=False, markup=False
+        )
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,6 @@ class _Data:
         form: str,
     ) -> _Data:
         """Points from --input, else selected from the store (--where, --points, --metric)."""
-        from .. import fit_store
         from ..errors import FitError
 
         if input is not None:
@@ -263,7 +267,7 @@ class _Data:
                 f"--law envelope builds its own envelope from each run's loss curve: use "
                 f"--points checkpoints (not {mode})"
             )
-        from .. import user_sql  # not imported for --input: pandera and DuckDB take ~0.2 s
+        from .. import fit_store, user_sql  # not for --input: polars, pandera, DuckDB
 
         # --where is a user's SQL: checked, then evaluated on the locked read-only
         # connection; only the matching ids travel on (never the text).
@@ -277,11 +281,11 @@ class _Data:
 
     def tag(self, result: LawFit) -> LawFit:
         """``result`` with the point mode in its settings (and so in its fit id)."""
+        if self.selection is None:
+            return result
         from .. import fit_store
 
-        return (
-            result if self.selection is None else fit_store.with_selection(result, self.selection)
-        )
+        return fit_store.with_selection(result, self.selection)
 
     def save(self, result: LawFit, settings: Settings) -> None:
         """Save the fit, its law and its points, and compare the law at once (so that
@@ -313,10 +317,10 @@ class _Data:
     def print_runs(self) -> None:
         """Each run's metric and points, or why it was left out: one line when every run
         contributed the same metric, else a table (grouped when there are many runs)."""
-        import polars as pl
-
         if self.selection is None:
             return
+        import polars as pl
+
         runs, mode = self.selection.runs, self.selection.mode
         counts = [int(c) for c in runs["points"].to_list()]
         if (
@@ -327,7 +331,7 @@ class _Data:
         ):
             low, high = min(counts), max(counts)
             each = f"{low}" if low == high else f"{low} to {high}"
-            console.print(
+            _common.console.print(
                 f"runs: all {runs.height} selected runs contributed {runs['metric'][0]} "
                 f"({mode} points: {each} each)",
                 highlight=False,

@@ -1,7 +1,11 @@
 """Points to fit: checked arrays from a polars frame (or anything ``pl.DataFrame`` accepts).
 
 polars is imported when points are read, not with the module: ``import scalefit.fit`` stays
-light for the commands that only fit (issue 16; ``tests/test_cli_startup.py``).
+light for the commands that only fit (issue 16; ``tests/test_cli_startup.py``). Columns that
+are already arrays (float64 arrays, and ``run_id`` as a list of text: what
+:func:`scalefit._points_csv.read_points_fast` reads for ``scalefit fit --input``) are read
+as they are, without polars, into the same arrays a frame of them gives; anything else goes
+through a polars frame.
 """
 
 from __future__ import annotations
@@ -80,13 +84,77 @@ class _Points:
         return h.hexdigest()
 
 
-def _frame(data: PointsLike) -> pl.DataFrame:
+class _Arrays:
+    """Columns that need no polars to read: 1-D float64 arrays of one length, and a
+    ``run_id`` given as a list (or tuple) of text. :meth:`floats` and :meth:`texts` return
+    new arrays equal to what a polars frame of the same columns gives (``cast(Float64)``,
+    ``cast(String)``, ``to_numpy()``)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+        self.columns = list(data)
+
+    @staticmethod
+    def of(data: object) -> _Arrays | None:
+        """``data`` as :class:`_Arrays`, or None when any column is something else."""
+        if not isinstance(data, Mapping) or not data:
+            return None
+        lengths = set()
+        for name, values in data.items():
+            if name == "run_id":
+                if not isinstance(values, list | tuple) or any(type(v) is not str for v in values):
+                    return None
+            elif not (
+                isinstance(name, str)
+                and type(values) is np.ndarray  # not a subclass (a masked array: polars')
+                and values.ndim == 1
+                and values.dtype == np.float64
+            ):
+                return None
+            lengths.add(len(values))
+        return _Arrays(data) if len(lengths) == 1 else None
+
+    def floats(self, name: str) -> np.ndarray:
+        return np.array(self._data[name], dtype=float)
+
+    def texts(self, name: str) -> np.ndarray:
+        values = self._data[name]
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+
+_Frame: TypeAlias = "pl.DataFrame | _Arrays"
+
+
+def _frame(data: PointsLike) -> _Frame:
+    arrays = _Arrays.of(data)
+    if arrays is not None:
+        return arrays
     import polars as pl
 
     return data if isinstance(data, pl.DataFrame) else pl.DataFrame(data)
 
 
-def _column(frame: pl.DataFrame, name: str, *, required: bool) -> np.ndarray | None:
+def _floats(frame: _Frame, name: str) -> np.ndarray:
+    """The column ``name`` as float64 (polars' cast errors raise as they are)."""
+    if isinstance(frame, _Arrays):
+        return frame.floats(name)
+    import polars as pl
+
+    return frame[name].cast(pl.Float64).to_numpy().astype(float)
+
+
+def _texts(frame: _Frame, name: str) -> np.ndarray:
+    """The column ``name`` as an array of text (objects)."""
+    if isinstance(frame, _Arrays):
+        return frame.texts(name)
+    import polars as pl
+
+    return frame[name].cast(pl.String).to_numpy()
+
+
+def _column(frame: _Frame, name: str, *, required: bool) -> np.ndarray | None:
     if name not in frame.columns:
         if required:
             raise FitError(
@@ -94,13 +162,10 @@ def _column(frame: pl.DataFrame, name: str, *, required: bool) -> np.ndarray | N
                 "rename your columns to params, tokens, loss (optional flops, run_id)"
             )
         return None
-    import polars as pl
-
-    values = frame[name]
     if name == "run_id":
-        return values.cast(pl.String).to_numpy()
+        return _texts(frame, name)
     try:
-        return values.cast(pl.Float64).to_numpy().astype(float)
+        return _floats(frame, name)
     except Exception as exc:  # polars raises several types for a bad cast
         raise FitError(f"column `{name}` is not numeric: {exc}") from exc
 
@@ -115,7 +180,7 @@ def _check_positive(name: str, col: np.ndarray, tail: str) -> None:
         )
 
 
-def _target_points(frame: pl.DataFrame, target: str) -> _Points:
+def _target_points(frame: _Frame, target: str) -> _Points:
     """Points of a form that fits ``target`` as a function of the ``loss`` column."""
     y = _column(frame, target, required=True)
     x = _column(frame, "loss", required=True)
@@ -159,15 +224,13 @@ def as_points(data: PointsLike, *, need: Sequence[str], target: str = "loss") ->
     return _Points(params, tokens, loss, flops, _column(frame, "run_id", required=False))
 
 
-def _constrained_column(frame: pl.DataFrame, name: str) -> np.ndarray:
+def _constrained_column(frame: _Frame, name: str) -> np.ndarray:
     if name not in frame.columns:
         raise FitError(
             f"the data have no `{name}` column (columns: {', '.join(frame.columns)}); a "
             "data-constrained fit needs params, tokens, unique_tokens and loss"
         )
-    import polars as pl
-
-    values = frame[name].cast(pl.Float64).to_numpy().astype(float)
+    values = _floats(frame, name)
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -181,13 +244,11 @@ def _constrained_column(frame: pl.DataFrame, name: str) -> np.ndarray:
 def as_constrained_points(data: PointsLike) -> _Points:
     """Points of the data-constrained form: ``params``, ``tokens``, ``unique_tokens`` and
     ``loss`` (optional ``run_id``), all checked."""
-    import polars as pl
-
     frame = _frame(data)
     params, tokens = _constrained_column(frame, "params"), _constrained_column(frame, "tokens")
     unique = _constrained_column(frame, "unique_tokens")
     loss = _constrained_column(frame, "loss")
-    run_id = frame["run_id"].cast(pl.String).to_numpy() if "run_id" in frame.columns else None
+    run_id = _texts(frame, "run_id") if "run_id" in frame.columns else None
     return _Points(params, tokens, loss, training_flops(params, tokens), run_id, unique=unique)
 
 
@@ -203,8 +264,19 @@ def check_fittable(
             f"a fit needs more points than parameters (at least {n_par + 1})"
         )
     for col in needs:
-        if np.unique(getattr(pts, col)).size < 2:
+        if _one_value(getattr(pts, col)):
             raise FitError(
                 f"all points have the same `{col}`: `{name}` cannot separate the "
                 f"{col} term from the others; add points at other {col} values"
             )
+
+
+def _one_value(values: np.ndarray) -> bool:
+    """Whether ``values`` hold fewer than two distinct values (NaNs counting as one value),
+    as ``np.unique(values).size < 2`` says, without ``np.unique``: numpy 2 imports
+    ``numpy.ma`` there (~10 ms of ``scalefit fit``'s start-up)."""
+    if values.size == 0:
+        return True
+    first = values.flat[0]
+    same = np.isnan(values) if first != first else values == first
+    return bool(np.all(same))
