@@ -385,7 +385,7 @@ def make_fit(
 
 
 def _screened(d: dict[str, Any]) -> str:
-    """`` (900 run: the best by objective)`` when the search screened its starts."""
+    """`` (900 run)`` when the search screened its starts by objective."""
     if not d.get("n_screened_starts"):
         return ""
-    return f" ({d['n_run_starts']} run: the best by objective)"
+    return f" ({d['n_run_starts']} run)"
