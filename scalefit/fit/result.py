@@ -384,7 +384,7 @@ def make_fit(
     )
 
 
-def _screened(d: dict[str, Any]) -> str:
+def _screened(d: Mapping[str, Any]) -> str:
     """`` (900 run)`` when the search screened its starts by objective."""
     if not d.get("n_screened_starts"):
         return ""
