@@ -202,8 +202,9 @@ def _continue(space: SearchSpace, obj: _optim.HuberObjective, runs: _Runs, w: np
             run.stop(going[hopeless])
             going = going[~hopeless]
         if going.size > 1:
-            kept = runs.merge(cont[going])
-            run.stop(going[~np.isin(cont[going], kept)])
+            kept = np.zeros(f.size, dtype=bool)
+            kept[runs.merge(cont[going])] = True
+            run.stop(going[~kept[cont[going]]])
     runs.abandoned[cont[run.active]] = True
 
 
