@@ -49,9 +49,9 @@ file's values must be checked strictly (``jobs = true``, ``jobs = "4"`` or ``fol
 "logs/"`` are errors) while environment strings are parsed, each error must say which layer
 the value came from, and the file's relative paths resolve against the file's folder;
 pydantic-settings merges its sources into one dict before validating, which loses all three.
-And the checks are a table of small functions (:data:`_FIELDS`) rather than a pydantic model:
-importing pydantic and building the model cost ~75 ms of every command's start-up, more than
-reading and checking the settings takes in all.
+And the checks are a table of small functions (:data:`_FIELDS`, :mod:`._config_checks`)
+rather than a pydantic model: importing pydantic and building the model cost ~75 ms of every
+command's start-up, more than reading and checking the settings takes in all.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
+from . import _config_checks as check
 from .errors import ConfigError
 
 CONFIG_FILE = "scalefit.toml"
@@ -121,7 +122,7 @@ KEYS: tuple[Key, ...] = (
         "paths",
     ),
     Key("ingest", "project", "project", "SCALEFIT_PROJECT", "a non-empty project name"),
-    Key("fit", "laws", "fit_laws", "SCALEFIT_FIT_LAWS", "", "names"),  # allowed: see _law_names
+    Key("fit", "laws", "fit_laws", "SCALEFIT_FIT_LAWS", "", "names"),  # allowed: check.law_names
     Key("fit", "where", "fit_where", "SCALEFIT_FIT_WHERE", "a predicate on `runs` as a string"),
     Key(
         "fit",
@@ -133,7 +134,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("fit", "seed", "seed", "SCALEFIT_FIT_SEED", "a whole number >= 0", "int"),
     Key("fit", "resample", "resample", "SCALEFIT_FIT_RESAMPLE", "one of points, runs, params"),
-    Key("fit", "points", "fit_points", "SCALEFIT_FIT_POINTS", ""),  # allowed: see _point_modes
+    Key("fit", "points", "fit_points", "SCALEFIT_FIT_POINTS", ""),  # allowed: check.point_modes
     Key(
         "scale",
         "task_runner",
@@ -211,166 +212,32 @@ def _show(value: Any) -> str:
     return _repr.repr(value)
 
 
-def _law_names() -> tuple[str, ...]:
-    from .schemas.vocabulary import LAW_NAMES
-
-    return tuple(LAW_NAMES)
-
-
-def _point_modes() -> tuple[str, ...]:
-    from .schemas.vocabulary import POINT_MODES
-
-    return POINT_MODES
-
-
-class _Bad(Exception):
-    """A value a field refuses; ``detail`` says why (None: only what is allowed is said)."""
-
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _path(value: Any) -> Path:
-    if not isinstance(value, Path):
-        raise _Bad
-    return value
-
-
-def _non_empty_path(value: Any) -> Path:
-    if str(_path(value)) in ("", "."):
-        raise _Bad("must not be empty")
-    return value
-
-
-def _optional_path(value: Any) -> Path | None:
-    return None if value is None else _path(value)
-
-
-def _paths(value: Any) -> tuple[Path, ...]:
-    if not isinstance(value, tuple) or not all(isinstance(v, Path) for v in value):
-        raise _Bad
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad
-    return value
-
-
-def _non_empty_str(value: Any) -> str:
-    if not _str(value):
-        raise _Bad
-    return value
-
-
-def _whole(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        # a bool is an int to Python, not a number to a user
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise _Bad
-        return value
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad
-    return value
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in allowed:
-            raise _Bad
-        return value
-
-    return check
-
-
-def _storage_version(value: Any) -> str:
-    if _str(value) != "latest" and not re.fullmatch(r"v\d+\.\d+\.\d+", value):
-        raise _Bad("not a DuckDB version")
-    return value
-
-
-def _laws(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
-        raise _Bad
-    names = _law_names()
-    bad = [law for law in value if law not in names]
-    if bad:
-        raise _Bad(f"unknown law {', '.join(map(repr, bad))}")
-    return value
-
-
-def _points(value: Any) -> str:
-    if _str(value) not in _point_modes():
-        raise _Bad("unknown point mode")
-    return value
-
-
-def _where(value: Any) -> str:
-    if not _str(value).strip():
-        return value
-    from .errors import QueryError
-    from .user_sql import check_predicate  # imported only when there is a predicate
-
-    try:
-        return check_predicate(value)
-    except QueryError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _timezone(value: Any) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(_str(value))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _Bad("unknown time zone") from None
-    return value
-
-
-def _cron(value: Any) -> str:
-    from .schedule import check_cron
-
-    try:
-        check_cron(_str(value))
-    except ConfigError as exc:
-        detail = str(exc).replace(f"cron `{value}` ", "").removeprefix("is not valid: ")
-        raise _Bad(detail) from None
-    return value
-
-
 _FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-    "db": (Path("scalefit.duckdb"), _non_empty_path),
-    "reports": (Path("reports"), _non_empty_path),
-    "storage_version": (STORAGE_VERSION, _storage_version),
-    "log_folders": ((), _paths),
-    "project": ("default", _non_empty_str),
-    "fit_laws": (("chinchilla",), _laws),
-    "fit_where": ("", _where),
-    "bootstrap": (200, _whole(0, MAX_BOOTSTRAP)),
-    "seed": (0, _whole(0, 2**63 - 1)),
-    "resample": ("runs", _one_of("points", "runs", "params")),
-    "fit_points": ("final", _points),
-    "task_runner": ("threads", _one_of(*TASK_RUNNERS)),
-    "jobs": (1, _whole(1, MAX_JOBS)),
-    "workers": (0, _whole(0, MAX_JOBS)),
-    "dask_address": ("", _str),
-    "offline": (False, _bool),
-    "cache": (None, _optional_path),
-    "mirror": (None, _optional_path),
-    "cron": ("0 3 * * *", _cron),
-    "timezone": ("UTC", _timezone),
-    "source": (None, _optional_path),
+    "db": (Path("scalefit.duckdb"), check.non_empty_path),
+    "reports": (Path("reports"), check.non_empty_path),
+    "storage_version": (STORAGE_VERSION, check.storage_version),
+    "log_folders": ((), check.paths),
+    "project": ("default", check.non_empty_str),
+    "fit_laws": (("chinchilla",), check.laws),
+    "fit_where": ("", check.where),
+    "bootstrap": (200, check.whole(0, MAX_BOOTSTRAP)),
+    "seed": (0, check.whole(0, 2**63 - 1)),
+    "resample": ("runs", check.one_of("points", "runs", "params")),
+    "fit_points": ("final", check.point_mode),
+    "task_runner": ("threads", check.one_of(*TASK_RUNNERS)),
+    "jobs": (1, check.whole(1, MAX_JOBS)),
+    "workers": (0, check.whole(0, MAX_JOBS)),
+    "dask_address": ("", check.string),
+    "offline": (False, check.boolean),
+    "cache": (None, check.optional_path),
+    "mirror": (None, check.optional_path),
+    "cron": ("0 3 * * *", check.cron),
+    "timezone": ("UTC", check.timezone),
+    "source": (None, check.optional_path),
 }
 """Every field of :class:`Settings`, in the order they are checked: its default (never
 checked, as it is known good) and the check of a given value, which returns the value as
-stored (a ``where`` predicate is normalised) or raises :class:`_Bad`."""
+stored (a ``where`` predicate is normalised) or raises :class:`~scalefit._config_checks.Bad`."""
 
 
 class Settings:
@@ -420,11 +287,11 @@ class Settings:
         unknown = [name for name in values if name not in _FIELDS]
         if unknown:  # only a programming error gets here
             raise ConfigError(f"unknown setting {unknown[0]!r}")
-        for name, (default, check) in _FIELDS.items():
+        for name, (default, checked) in _FIELDS.items():
             if name in values:
                 try:
-                    value = check(values[name])
-                except _Bad as bad:
+                    value = checked(values[name])
+                except check.Bad as bad:
                     raise _Invalid(name, values[name], bad.detail) from None
             else:
                 value = default
@@ -481,8 +348,8 @@ def _allowed(key: Key) -> str:
     if key.allowed:
         return key.allowed
     if key.field == "fit_points":
-        return "one of " + ", ".join(_point_modes())
-    return "one or more of " + ", ".join(_law_names())
+        return "one of " + ", ".join(check.point_modes())
+    return "one or more of " + ", ".join(check.law_names())
 
 
 def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError:
