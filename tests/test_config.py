@@ -112,6 +112,9 @@ def test_every_key_has_its_own_variable_and_is_in_the_readme() -> None:
     envs = [k.env for k in KEYS]
     assert len(set(envs)) == len(envs) and all(e.startswith("SCALEFIT_") for e in envs)
     assert {k.field for k in KEYS} == set(Settings.model_fields) - {"source"}
+    # every field is a typed attribute of the class (what type checkers read)
+    typed = set(Settings.__annotations__) - {"_fields_set", "model_fields"}
+    assert typed == set(Settings.model_fields)
     readme = (ROOT / "docs" / "settings.md").read_text()  # the settings reference
     for key in KEYS:
         assert f"`{key.env}`" in readme, key.env
