@@ -44,12 +44,14 @@ environment variable (:data:`KEYS`, e.g. ``SCALEFIT_DB``). A value is checked on
 is read, and a bad one is one line naming where it came from, the key, the value and what is
 allowed (:class:`~scalefit.errors.ConfigError`).
 
-Why the layering is written here rather than with pydantic-settings' sources: the values are
-validated by a strict pydantic model, but the file's values must be checked strictly (``jobs =
-true`` or ``folders = "logs/"`` are errors) while environment strings are parsed, each error
-must say which layer the value came from, and the file's relative paths resolve against the
-file's folder; pydantic-settings merges its sources into one dict before validating, which
-loses all three.
+Why the layering and the checks are written here rather than with pydantic(-settings): the
+file's values must be checked strictly (``jobs = true``, ``jobs = "4"`` or ``folders =
+"logs/"`` are errors) while environment strings are parsed, each error must say which layer
+the value came from, and the file's relative paths resolve against the file's folder;
+pydantic-settings merges its sources into one dict before validating, which loses all three.
+And the checks are a table of small functions (:data:`_FIELDS`, :mod:`._config_checks`)
+rather than a pydantic model: importing pydantic and building the model cost ~75 ms of every
+command's start-up, more than reading and checking the settings takes in all.
 """
 
 from __future__ import annotations
@@ -59,13 +61,13 @@ import os
 import re
 import reprlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+from . import _config_checks as check
 from .errors import ConfigError
 
 CONFIG_FILE = "scalefit.toml"
@@ -120,7 +122,7 @@ KEYS: tuple[Key, ...] = (
         "paths",
     ),
     Key("ingest", "project", "project", "SCALEFIT_PROJECT", "a non-empty project name"),
-    Key("fit", "laws", "fit_laws", "SCALEFIT_FIT_LAWS", "", "names"),  # allowed: see _law_names
+    Key("fit", "laws", "fit_laws", "SCALEFIT_FIT_LAWS", "", "names"),  # allowed: check.law_names
     Key("fit", "where", "fit_where", "SCALEFIT_FIT_WHERE", "a predicate on `runs` as a string"),
     Key(
         "fit",
@@ -132,7 +134,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("fit", "seed", "seed", "SCALEFIT_FIT_SEED", "a whole number >= 0", "int"),
     Key("fit", "resample", "resample", "SCALEFIT_FIT_RESAMPLE", "one of points, runs, params"),
-    Key("fit", "points", "fit_points", "SCALEFIT_FIT_POINTS", ""),  # allowed: see _point_modes
+    Key("fit", "points", "fit_points", "SCALEFIT_FIT_POINTS", ""),  # allowed: check.point_modes
     Key(
         "scale",
         "task_runner",
@@ -210,115 +212,125 @@ def _show(value: Any) -> str:
     return _repr.repr(value)
 
 
-def _law_names() -> tuple[str, ...]:
-    from .schemas.vocabulary import LAW_NAMES
+_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "db": (Path("scalefit.duckdb"), check.non_empty_path),
+    "reports": (Path("reports"), check.non_empty_path),
+    "storage_version": (STORAGE_VERSION, check.storage_version),
+    "log_folders": ((), check.paths),
+    "project": ("default", check.non_empty_str),
+    "fit_laws": (("chinchilla",), check.laws),
+    "fit_where": ("", check.where),
+    "bootstrap": (200, check.whole(0, MAX_BOOTSTRAP)),
+    "seed": (0, check.whole(0, 2**63 - 1)),
+    "resample": ("runs", check.one_of("points", "runs", "params")),
+    "fit_points": ("final", check.point_mode),
+    "task_runner": ("threads", check.one_of(*TASK_RUNNERS)),
+    "jobs": (1, check.whole(1, MAX_JOBS)),
+    "workers": (0, check.whole(0, MAX_JOBS)),
+    "dask_address": ("", check.string),
+    "offline": (False, check.boolean),
+    "cache": (None, check.optional_path),
+    "mirror": (None, check.optional_path),
+    "cron": ("0 3 * * *", check.cron),
+    "timezone": ("UTC", check.timezone),
+    "source": (None, check.optional_path),
+}
+"""Every field of :class:`Settings`, in the order they are checked: its default (never
+checked, as it is known good) and the check of a given value, which returns the value as
+stored (a ``where`` predicate is normalised) or raises :class:`~scalefit._config_checks.Bad`."""
 
-    return tuple(LAW_NAMES)
 
-
-def _point_modes() -> tuple[str, ...]:
-    from .schemas.vocabulary import POINT_MODES
-
-    return POINT_MODES
-
-
-class Settings(BaseModel):
+class Settings:
     """Every setting of every command, typed and checked; see the module docstring.
 
     Build it with :func:`load_settings` (which reads the layers); ``Settings()`` is the
-    built-in defaults.
+    built-in defaults, ``Settings(jobs=2)`` the defaults with a checked change (a bad value is
+    a :class:`~scalefit.errors.ConfigError`). Frozen, compared and hashed by value.
+
+    A plain class rather than a pydantic model: pydantic's import and schema build were ~75 ms
+    of every command's start-up (``benchmarks/RESULTS.md``). The names callers read besides the
+    fields are pydantic's: :attr:`model_fields`, :attr:`model_fields_set`, :meth:`model_dump`.
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", defer_build=True)
+    __slots__ = ("_fields_set", *_FIELDS)
 
-    db: Path = Path("scalefit.duckdb")
-    reports: Path = Path("reports")
-    storage_version: str = STORAGE_VERSION
-    log_folders: tuple[Path, ...] = ()
-    project: str = Field("default", min_length=1)
-    fit_laws: tuple[str, ...] = Field(("chinchilla",), min_length=1)
-    fit_where: str = ""
-    bootstrap: int = Field(200, ge=0, le=MAX_BOOTSTRAP)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    resample: Literal["points", "runs", "params"] = "runs"
-    fit_points: str = "final"
-    task_runner: Literal["threads", "dask"] = "threads"
-    jobs: int = Field(1, ge=1, le=MAX_JOBS)
-    workers: int = Field(0, ge=0, le=MAX_JOBS)
-    dask_address: str = ""
-    offline: bool = False
-    cache: Path | None = None
-    mirror: Path | None = None
-    cron: str = "0 3 * * *"
-    timezone: str = "UTC"
-    source: Path | None = Field(default=None, exclude=True)
-    """The file these settings were read from, if any."""
+    db: Path
+    reports: Path
+    storage_version: str
+    log_folders: tuple[Path, ...]
+    project: str
+    fit_laws: tuple[str, ...]
+    fit_where: str
+    bootstrap: int
+    seed: int
+    resample: Literal["points", "runs", "params"]
+    fit_points: str
+    task_runner: Literal["threads", "dask"]
+    jobs: int
+    workers: int
+    dask_address: str
+    offline: bool
+    cache: Path | None
+    mirror: Path | None
+    cron: str
+    timezone: str
+    source: Path | None
+    """The file these settings were read from, if any (not part of :meth:`model_dump`)."""
+    _fields_set: frozenset[str]
 
-    @field_validator("db", "reports")
-    @classmethod
-    def _non_empty_path(cls, value: Path) -> Path:
-        if str(value) in ("", "."):
-            raise ValueError("must not be empty")
-        return value
+    model_fields: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {name: default for name, (default, _) in _FIELDS.items()}
+    )
+    """Every field's name and default."""
 
-    @field_validator("storage_version")
-    @classmethod
-    def _storage_version(cls, value: str) -> str:
-        if value != "latest" and not re.fullmatch(r"v\d+\.\d+\.\d+", value):
-            raise ValueError("not a DuckDB version")
-        return value
+    def __init__(self, **values: Any) -> None:
+        unknown = [name for name in values if name not in _FIELDS]
+        if unknown:  # only a programming error gets here
+            raise ConfigError(f"unknown setting {unknown[0]!r}")
+        for name, (default, checked) in _FIELDS.items():
+            if name in values:
+                try:
+                    value = checked(values[name])
+                except check.Bad as bad:
+                    raise _Invalid(name, values[name], bad.detail) from None
+            else:
+                value = default
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_fields_set", frozenset(values))
 
-    @field_validator("fit_laws")
-    @classmethod
-    def _laws(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        names = _law_names()
-        bad = [law for law in value if law not in names]
-        if bad:
-            raise ValueError(f"unknown law {', '.join(map(repr, bad))}")
-        return value
+    @property
+    def model_fields_set(self) -> frozenset[str]:
+        """The fields given a value (by a layer, or as an argument), rather than defaulted."""
+        return self._fields_set
 
-    @field_validator("fit_points")
-    @classmethod
-    def _points(cls, value: str) -> str:
-        if value not in _point_modes():
-            raise ValueError("unknown point mode")
-        return value
+    def model_dump(self) -> dict[str, Any]:
+        """Every setting by field name (``source`` excluded)."""
+        return {name: getattr(self, name) for name in _FIELDS if name != "source"}
 
-    @field_validator("fit_where")
-    @classmethod
-    def _where(cls, value: str) -> str:
-        if not value.strip():
-            return value
-        from .errors import QueryError
-        from .user_sql import check_predicate  # imported only when there is a predicate
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
 
-        try:
-            return check_predicate(value)
-        except QueryError as exc:
-            raise ValueError(str(exc)) from None
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"settings are frozen: cannot set {name!r}")
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"settings are frozen: cannot delete {name!r}")
 
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("unknown time zone") from None
-        return value
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._values() == other._values()
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        from .schedule import check_cron
+    def __hash__(self) -> int:
+        return hash(self._values())
 
-        try:
-            check_cron(value)
-        except ConfigError as exc:
-            detail = str(exc).replace(f"cron `{value}` ", "").removeprefix("is not valid: ")
-            raise ValueError(detail) from None
-        return value
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
+        return f"Settings({body})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        given = {name: getattr(self, name) for name in self._fields_set}
+        return (_restore, (given,))
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A checked copy with the given (non-None) settings changed (field names)."""
@@ -328,32 +340,16 @@ class Settings(BaseModel):
         return _validate(values, origins, self.source)
 
 
-def _build_without_plugins() -> None:
-    """Build :class:`Settings`' validator with pydantic's plugins turned off (pydantic's
-    documented ``PYDANTIC_DISABLE_PLUGINS``, set only while building, as typer does for its
-    own validators): looking plugins up reads the entry points of every installed
-    distribution (~15 ms of every command's start-up), and no plugin has any business with
-    scalefit's settings."""
-    previous = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
-    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
-    try:
-        Settings.model_rebuild(force=True)
-    finally:
-        if previous is None:
-            del os.environ["PYDANTIC_DISABLE_PLUGINS"]
-        else:
-            os.environ["PYDANTIC_DISABLE_PLUGINS"] = previous
-
-
-_build_without_plugins()
+def _restore(given: dict[str, Any]) -> Settings:
+    return Settings(**given)
 
 
 def _allowed(key: Key) -> str:
     if key.allowed:
         return key.allowed
     if key.field == "fit_points":
-        return "one of " + ", ".join(_point_modes())
-    return "one or more of " + ", ".join(_law_names())
+        return "one of " + ", ".join(check.point_modes())
+    return "one or more of " + ", ".join(check.law_names())
 
 
 def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError:
@@ -362,20 +358,31 @@ def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError
     return ConfigError(f"{origin}: {key.name} = {_show(value)} is not valid: {reason}")
 
 
+class _Invalid(ConfigError):
+    """A bad value given to :class:`Settings`: said as an argument's until :func:`_validate`
+    names the layer it came from."""
+
+    def __init__(self, field: str, value: Any, detail: str | None) -> None:
+        self.field, self.value, self.detail = field, value, detail
+        super().__init__(str(_said(field, value, "argument", detail)))
+
+
+def _said(field: str, value: Any, origin: str, detail: str | None) -> ConfigError:
+    key = _BY_FIELD.get(field)
+    if key is None:  # `source`: only a programming error gets here
+        return ConfigError(f"{origin}: {field} = {_show(value)} is not valid: {detail or ''}")
+    return _error(key, value, origin, detail)
+
+
 def _validate(values: dict[str, Any], origins: Mapping[str, str], source: Path | None) -> Settings:
+    """:class:`Settings` of ``values``; the first bad value (in the order of :data:`KEYS`) is
+    one line naming the layer it came from (``origins``, by field; else the default)."""
+    where: dict[str, Any] = {} if source is None else {"source": source}
     try:
-        where: dict[str, Any] = {} if source is None else {"source": source}
         settings = Settings(**values, **where)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        key = _BY_FIELD.get(field)
-        if key is None:  # an unknown field: only a programming error gets here
-            raise ConfigError(f"unknown setting {field!r}") from None
-        detail = None
-        if err["type"] == "value_error":
-            detail = str(err.get("ctx", {}).get("error", "")) or None
-        raise _error(key, values.get(field), origins.get(field, "default"), detail) from None
+    except _Invalid as bad:
+        origin = origins.get(bad.field, "default")
+        raise _said(bad.field, bad.value, origin, bad.detail) from None
     _check_combinations(settings, origins)
     return settings
 

@@ -112,10 +112,40 @@ def test_every_key_has_its_own_variable_and_is_in_the_readme() -> None:
     envs = [k.env for k in KEYS]
     assert len(set(envs)) == len(envs) and all(e.startswith("SCALEFIT_") for e in envs)
     assert {k.field for k in KEYS} == set(Settings.model_fields) - {"source"}
+    # every field is a typed attribute of the class (what type checkers read)
+    typed = set(Settings.__annotations__) - {"_fields_set", "model_fields"}
+    assert typed == set(Settings.model_fields)
     readme = (ROOT / "docs" / "settings.md").read_text()  # the settings reference
     for key in KEYS:
         assert f"`{key.env}`" in readme, key.env
         assert f"`{key.section}.{key.key}`" in readme, key.name
+
+
+def test_settings_are_a_frozen_value(tmp_path: Path) -> None:
+    """Compared, hashed, copied and pickled by value; frozen; the fields a layer set (even
+    to the default) are told from the defaulted ones; a bad value given directly is a
+    ConfigError naming it as an argument's."""
+    import copy
+    import pickle
+
+    path = tmp_path / "scalefit.toml"
+    path.write_text('[ingest]\nproject = "default"\n[fit]\nwhere = "  params > 1e9 "\n')
+    s = load_settings(path, environ={"SCALEFIT_SCALE_JOBS": "2"})
+    assert s.model_fields_set == {"project", "fit_where", "jobs", "source"}
+    assert s.project == "default" and s.jobs == 2 and s.source == path
+    assert s != Settings() and s == load_settings(path, environ={"SCALEFIT_SCALE_JOBS": "2"})
+    assert len({s, copy.copy(s), pickle.loads(pickle.dumps(s)), Settings()}) == 2
+    assert pickle.loads(pickle.dumps(s)).model_fields_set == s.model_fields_set
+    assert Settings(jobs=2).model_fields_set == {"jobs"} and Settings(jobs=2) != Settings()
+    assert s.model_dump()["jobs"] == 2 and "source" not in s.model_dump()
+    with pytest.raises(AttributeError, match="frozen"):
+        s.jobs = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError, match=r"^argument: \[scale\] jobs = true is not valid"):
+        Settings(jobs=True)
+    with pytest.raises(ConfigError, match=r"^argument: \[fit\] laws = 'chinchilla' is not"):
+        Settings(fit_laws="chinchilla")  # a string is not a tuple of names
+    with pytest.raises(ConfigError, match="unknown setting 'job'"):
+        s.with_overrides(job=2)
 
 
 # Each bad value: its key, the value as written, and what is allowed, in one line.

@@ -154,10 +154,11 @@ def test_command_line_choices_come_from_the_vocabulary() -> None:
     assert points.help is not None and ", ".join(vocab.POINT_MODES) in points.help
     metric = _option("fit", "metric")
     assert ", ".join(vocab.METRIC_PREFERENCE) in str(metric.show_default)
-    fmt = _option("ingest", "format").type_descriptor  # type: ignore[attr-defined]
-    assert fmt.is_choice and tuple(fmt.choices) == vocab.LOG_FORMATS
-    schedule = _option("ingest", "schedule").type_descriptor  # type: ignore[attr-defined]
-    assert schedule.is_choice and tuple(schedule.choices) == vocab.SCHEDULES
+    # typer < 0.28 (pyproject.toml): an option's type is a click-style Choice
+    fmt = _option("ingest", "format").type
+    assert fmt.name == "choice" and tuple(fmt.choices) == vocab.LOG_FORMATS  # type: ignore[attr-defined]
+    schedule = _option("ingest", "schedule").type
+    assert schedule.name == "choice" and tuple(schedule.choices) == vocab.SCHEDULES  # type: ignore[attr-defined]
 
 
 def test_settings_accept_exactly_the_law_names() -> None:
