@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 def law_names() -> tuple[str, ...]:
@@ -37,12 +39,25 @@ class Bad(Exception):
         self.detail = detail
 
 
-def path(value: Any) -> Path:
-    """A path (a layer gives a string as a :class:`~pathlib.Path`: a string here is a
-    file's value of the wrong type)."""
-    if not isinstance(value, Path):
-        raise Bad
-    return value
+def instance_of(kind: type[T]) -> Callable[[Any], T]:
+    """The check of a value of type ``kind``, exactly as given (no conversion: a file's
+    value of the wrong type is refused, not coerced)."""
+
+    def check(value: Any) -> T:
+        if not isinstance(value, kind):
+            raise Bad
+        return value
+
+    return check
+
+
+path = instance_of(Path)
+"""A path (a layer gives a string as a :class:`~pathlib.Path`: a string here is a file's
+value of the wrong type)."""
+string = instance_of(str)
+"""A string."""
+boolean = instance_of(bool)
+"""True or false (never 0 or 1)."""
 
 
 def non_empty_path(value: Any) -> Path:
@@ -64,13 +79,6 @@ def paths(value: Any) -> tuple[Path, ...]:
     return value
 
 
-def string(value: Any) -> str:
-    """A string."""
-    if not isinstance(value, str):
-        raise Bad
-    return value
-
-
 def non_empty_str(value: Any) -> str:
     """A non-empty string."""
     if not string(value):
@@ -88,13 +96,6 @@ def whole(low: int, high: int) -> Callable[[Any], int]:
         return value
 
     return check
-
-
-def boolean(value: Any) -> bool:
-    """True or false (never 0 or 1)."""
-    if not isinstance(value, bool):
-        raise Bad
-    return value
 
 
 def one_of(*allowed: str) -> Callable[[Any], str]:
