@@ -24,9 +24,9 @@ from ._blocks import (
     huber_cells,
 )
 
-_Consts = tuple[list[Array], list[Array], list[Array]]
-"""A block's constant matrices (R1, R2, R2diag) of the fused derivatives: one per term, per
-pair of terms, per pair for the diagonal (see :meth:`LSEAffineModel._consts`)."""
+_Consts = tuple[list[Array], list[Array]]
+"""A block's constant matrices (R1, R2) of the fused derivatives: one per term, one per pair
+of terms (see :meth:`LSEAffineModel._consts`)."""
 _Workspace = tuple[Array, Mask, Array, Array]
 """One thread's scratch arrays: (float slots, mask, left factor 1, left factor 2)."""
 
@@ -71,9 +71,9 @@ class LSEAffineModel:
         self._pairs = [(a, b) for a in range(k) for b in range(a, k)]
         self._sparsity(k)
         t = len(self._tri[0])
-        # Bytes per point of the constant matrices (R1, R2, R2diag) of one block, and per
+        # Bytes per point of the constant matrices (R1, R2) of one block, and per
         # (row, point) of the scratch arrays of `_block_derivatives` (float slots + a mask).
-        self._const_bytes = 8 * (k * (p + t) + len(self._pairs) * 2 * t)
+        self._const_bytes = 8 * (k * (p + t) + len(self._pairs) * t)
         self._slots = k + 9
         self._cell_bytes = 8 * (self._slots + k + 2 * len(self._pairs)) + 1
         self._consts_cache: dict[tuple[int, int], _Consts] = {}
@@ -138,15 +138,14 @@ class LSEAffineModel:
         # which move together, the more so the further the data sit from log N = 0, and a
         # diagonal scale alone makes the steps zig-zag; a sum of Gram matrices, it is
         # positive semi-definite even where terms share a parameter (overtraining's eta).
-        self._colsd = [
-            c if i == j else c[:0] for c, (i, j) in zip(self._cols2, self._pairs, strict=True)
+        self._scaling_pairs = [
+            q for q, (i, j) in enumerate(self._pairs) if i == j and self._cols2[q].size
         ]
-        self._diag_pairs = [q for q, c in enumerate(self._colsd) if c.size]
 
     def _consts(self, a: int, b: int, keep: bool) -> _Consts:
         """Right-hand matrices of the fused derivatives for points ``a:b`` (see
         :meth:`huber_derivatives`), one per term (``[J_k | J_k J_k^T]``), per pair of terms
-        (``sym(J_k J_l^T)``) and per pair for the diagonal, each with its possibly nonzero
+        (``sym(J_k J_l^T)``), each with its possibly nonzero
         columns only (:meth:`_sparsity`): every sum over points becomes a matrix product
         with an ``(S, m)`` left factor, so no ``(S, n, P)`` array is ever built."""
         hit = self._consts_cache.get((a, b))
@@ -163,8 +162,7 @@ class LSEAffineModel:
             for i, j in self._pairs
         ]
         R2 = [np.ascontiguousarray(o[:, c]) for o, c in zip(outer, self._cols2, strict=True)]
-        R2diag = [np.ascontiguousarray(o[:, c]) for o, c in zip(outer, self._colsd, strict=True)]
-        out = (R1, R2, R2diag)
+        out = (R1, R2)
         if keep:
             self._consts_cache[(a, b)] = out
         return out
@@ -425,11 +423,11 @@ class LSEAffineModel:
         np.maximum(ab, delta, out=irls)
         np.divide(delta, irls, out=irls)
         np.multiply(wb, irls, out=irls)
-        R1, R2, R2diag = consts
+        R1, R2 = consts
         g1 = np.zeros((rs, self.n_params + len(self._tri[0])))
         for j in range(k):
             g1[:, self._cols1[j]] += _matmul(left1[j], R1[j])
-        return (f, g1, *self._pair_products(soft, u, irls, h, flat2, R2, R2diag, full_scaling))
+        return (f, g1, *self._pair_products(soft, u, irls, h, flat2, R2, full_scaling))
 
     def _pair_products(
         self,
@@ -439,7 +437,6 @@ class LSEAffineModel:
         ss: Array,
         flat2: Array,
         R2: list[Array],
-        R2diag: list[Array],
         full_scaling: bool,
     ) -> tuple[Array, Array]:
         """``sum_i u_i G_i G_i^T`` (upper triangle) and the damping scale (each term's own
@@ -448,7 +445,7 @@ class LSEAffineModel:
         rs, m = u.shape
         t = len(self._tri[0])
         npair = len(self._pairs)
-        diag = list(range(npair)) if full_scaling else self._diag_pairs
+        scaling = range(npair) if full_scaling else self._scaling_pairs
         left = flat2[: 2 * npair * rs * m].reshape(2, npair, rs, m)
         h2 = np.zeros((rs, t))
         d2 = np.zeros((rs, t))
@@ -456,12 +453,9 @@ class LSEAffineModel:
             np.multiply(soft[i], soft[j], out=ss)
             np.multiply(u, ss, out=left[0, q])
             h2[:, self._cols2[q]] += _matmul(left[0, q], R2[q])
-            if q in diag:
+            if q in scaling:
                 np.multiply(irls, ss, out=left[1, q])
-                if full_scaling:
-                    d2[:, self._cols2[q]] += _matmul(left[1, q], R2[q])
-                else:
-                    d2[:, self._colsd[q]] += _matmul(left[1, q], R2diag[q])
+                d2[:, self._cols2[q]] += _matmul(left[1, q], R2[q])
         return h2, d2
 
     def _symmetric(self, upper: Array) -> Array:
