@@ -224,18 +224,19 @@ def _ranked_basins(runs: _Runs) -> list[np.ndarray]:
 
 
 def _spread(
-    space: SearchSpace, runs: _Runs, basins: list[np.ndarray], n_starts: int, it: int
+    space: SearchSpace, runs: _Runs, basins: list[np.ndarray], n_starts: int, n_run: int, it: int
 ) -> dict[str, Any]:
-    """Diagnostics of the search: starts run (``n_starts`` of them), merges, basins, the
-    next basin."""
+    """Diagnostics of the search: starts (``n_starts`` given, ``n_run`` of them run after
+    the screen), merges, basins, the next basin."""
     f, count, i = runs.f, runs.count, int(basins[0][0])
     second = basins[1][0] if len(basins) > 1 else None
     n_conv = int(count[runs.conv & runs.keep].sum())
     return {
         "n_starts": n_starts,
-        "n_run_starts": n_starts,
+        "n_screened_starts": n_starts - n_run,
+        "n_run_starts": n_run,
         "n_converged_starts": n_conv,
-        "n_unfinished_starts": n_starts - n_conv,
+        "n_unfinished_starts": n_run - n_conv,
         "n_abandoned_starts": int(count[runs.abandoned & runs.keep].sum()),
         "n_merged_starts": runs.n_merged,
         "n_best_basin": int(count[basins[0]].sum()),
@@ -274,9 +275,7 @@ def solve_grid(
     res = _optim.minimize_batch(
         obj, runs.theta[i : i + 1], w, space.lower, space.upper, max_iter=2000, rtol=RTOL
     )
-    diag = _spread(space, runs, basins, int(run.shape[0]), max_iter)
-    diag["n_screened_starts"] = int(starts.shape[0] - run.shape[0])
-    diag["n_starts"] = int(starts.shape[0])
+    diag = _spread(space, runs, basins, int(starts.shape[0]), int(run.shape[0]), max_iter)
     return res, diag
 
 
