@@ -563,13 +563,36 @@ def test_the_screen_keeps_the_best_starts_by_objective_in_grid_order():
     obj = _optim.HuberObjective(FORMS["chinchilla"].model(pts), np.log(pts.loss), 1e-3)
     w = np.ones(pts.n)
     grid = hoffmann_grid()
-    kept = multistart._screen(obj, grid, w)
+    kept = multistart._screen(obj, grid)
     assert kept.shape == (int(np.ceil(multistart.SCREEN_SHARE * len(grid))), 5)
     f0 = obj.value(grid, w)
     rows = np.flatnonzero(f0 <= np.sort(f0)[len(kept) - 1])
     np.testing.assert_array_equal(kept, grid[rows])  # the lowest objectives, grid order kept
     small = grid[:: len(grid) // multistart.SCREEN_MIN][: multistart.SCREEN_MIN]
-    assert multistart._screen(obj, small, w) is small  # a small grid is run whole
+    assert multistart._screen(obj, small) is small  # a small grid is run whole
+
+
+def test_the_screen_objective_is_the_objective_computed_once_per_distinct_term():
+    pts = _as_points(chinchilla_data(0, n=50), need=FORMS["chinchilla"].needs)
+    model = FORMS["chinchilla"].model(pts)
+    obj = _optim.HuberObjective(model, np.log(pts.loss), 1e-3)
+    grid, ones = hoffmann_grid(), np.ones(pts.n)
+    f = obj.value(grid, ones)
+    fast = model.screen_value(grid, obj.y, obj.delta)
+    assert fast is not None and not np.array_equal(fast, f)  # the cheaper path ran
+    np.testing.assert_allclose(fast, f, rtol=1e-13, atol=0)
+    # Points in blocks (a budget for 3 points' distinct exponentials): the same sums.
+    tiny = model.screen_value(grid, obj.y, obj.delta, budget=4 * 8 * 65 * 3)
+    np.testing.assert_allclose(tiny, f, rtol=1e-13, atol=0)
+    # Starts that share no values, or an exponent past 700: the plain objective.
+    rng = np.random.default_rng(0)
+    scattered = grid[rng.choice(len(grid), 64, replace=False)] + rng.normal(0, 1e-3, (64, 5))
+    assert model.screen_value(scattered, obj.y, obj.delta) is None
+    np.testing.assert_array_equal(obj.screen(scattered), obj.value(scattered, ones))
+    huge = grid.copy()
+    huge[:, 2] += 700.0  # e = log E beyond exp's range
+    assert model.screen_value(huge, obj.y, obj.delta) is None
+    np.testing.assert_array_equal(obj.screen(huge), obj.value(huge, ones))
 
 
 def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
@@ -634,6 +657,6 @@ def test_a_lower_objective_beats_a_certified_worse_basin() -> None:
 def test_equal_rows_are_grouped_as_numpy_unique_groups_them(rows):
     key = np.array(rows, dtype=np.int64)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    got_first, got_inverse = multistart._first_of_equal_rows(key)
+    got_first, got_inverse = _optim.first_of_equal_rows(key)
     np.testing.assert_array_equal(np.sort(got_first), np.sort(first))
     np.testing.assert_array_equal(got_first[got_inverse], first[inverse.ravel()])
