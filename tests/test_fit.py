@@ -595,6 +595,35 @@ def test_the_screen_objective_is_the_objective_computed_once_per_distinct_term()
     np.testing.assert_array_equal(obj.screen(huge), obj.value(huge, ones))
 
 
+def test_small_and_large_batches_solve_alike_and_flag_the_same_rows(monkeypatch):
+    """A small batch goes to LAPACK when every matrix is positive definite, else (and a large
+    one always) to the written-out factorisation: the same solutions to rounding, and the
+    same rows refused (a negative or a nearly zero pivot: ``d = 0``)."""
+    from scalefit._optim import driver
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((9, 5, 5))
+    H = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(5)
+    g = rng.standard_normal((9, 5))
+    fast, ok_fast = driver._cholesky_solve(H, g)  # 9 rows, all positive definite: LAPACK
+    monkeypatch.setattr(driver, "_LAPACK_ROWS", 0)
+    slow, ok_slow = driver._cholesky_solve(H, g)
+    assert ok_fast.all() and ok_slow.all()
+    np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("spq,sq->sp", H, fast), -g, atol=1e-10)
+    tiny_pivot = H.copy()
+    tiny_pivot[5] = np.diag([1.0, 2.0, 3.0, 4.0, 1e-14])  # definite, but a pivot below 1e-14 * 4
+    negative = tiny_pivot.copy()
+    negative[2] = -negative[2]  # not positive definite: LAPACK refuses the whole batch
+    for bad, refused in ((tiny_pivot, (5,)), (negative, (2, 5))):
+        for rows in (64, 0):
+            monkeypatch.setattr(driver, "_LAPACK_ROWS", rows)
+            d, ok = driver._cholesky_solve(bad, g)
+            assert ok.tolist() == [i not in refused for i in range(9)]
+            assert not d[~ok].any()
+            np.testing.assert_allclose(d[ok], slow[ok], rtol=1e-10, atol=1e-12)
+
+
 def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
     from scalefit._optim.driver import COUPLING, _damping_matrix
 
