@@ -41,8 +41,9 @@
 Relative paths in the file are relative to the file's folder; relative paths given by an
 option or an environment variable are relative to the working directory. Each key has one
 environment variable (:data:`KEYS`, e.g. ``SCALEFIT_DB``). A value is checked once, where it
-is read, and a bad one is one line naming where it came from, the key, the value and what is
-allowed (:class:`~scalefit.errors.ConfigError`).
+is read, and each bad one is one line naming where it came from, the key, the value and what
+is allowed; every bad value (and unknown key) of one reading is said, one line each, in one
+:class:`~scalefit.errors.ConfigError`.
 
 Why the layering and the checks are written here rather than with pydantic(-settings): the
 file's values must be checked strictly (``jobs = true``, ``jobs = "4"`` or ``folders =
@@ -287,15 +288,17 @@ class Settings:
         unknown = [name for name in values if name not in _FIELDS]
         if unknown:  # only a programming error gets here
             raise ConfigError(f"unknown setting {unknown[0]!r}")
+        bad: list[tuple[str, Any, str | None]] = []
         for name, (default, checked) in _FIELDS.items():
+            value = default
             if name in values:
                 try:
                     value = checked(values[name])
-                except check.Bad as bad:
-                    raise _Invalid(name, values[name], bad.detail) from None
-            else:
-                value = default
+                except check.Bad as exc:
+                    bad.append((name, values[name], exc.detail))
             object.__setattr__(self, name, value)
+        if bad:
+            raise _Invalid(bad)
         object.__setattr__(self, "_fields_set", frozenset(values))
 
     @property
@@ -359,12 +362,12 @@ def _error(key: Key, value: Any, origin: str, detail: str | None) -> ConfigError
 
 
 class _Invalid(ConfigError):
-    """A bad value given to :class:`Settings`: said as an argument's until :func:`_validate`
-    names the layer it came from."""
+    """The bad values given to :class:`Settings` (field, value, detail), in the order of
+    :data:`KEYS`: said as arguments' until :func:`_validate` names the layer each came from."""
 
-    def __init__(self, field: str, value: Any, detail: str | None) -> None:
-        self.field, self.value, self.detail = field, value, detail
-        super().__init__(str(_said(field, value, "argument", detail)))
+    def __init__(self, bad: list[tuple[str, Any, str | None]]) -> None:
+        self.bad = bad
+        super().__init__("\n".join(str(_said(f, v, "argument", d)) for f, v, d in bad))
 
 
 def _said(field: str, value: Any, origin: str, detail: str | None) -> ConfigError:
@@ -374,15 +377,24 @@ def _said(field: str, value: Any, origin: str, detail: str | None) -> ConfigErro
     return _error(key, value, origin, detail)
 
 
-def _validate(values: dict[str, Any], origins: Mapping[str, str], source: Path | None) -> Settings:
-    """:class:`Settings` of ``values``; the first bad value (in the order of :data:`KEYS`) is
-    one line naming the layer it came from (``origins``, by field; else the default)."""
+def _validate(
+    values: dict[str, Any],
+    origins: Mapping[str, str],
+    source: Path | None,
+    problems: tuple[str, ...] = (),
+) -> Settings:
+    """:class:`Settings` of ``values``. Every bad value (in the order of :data:`KEYS`) is one
+    line naming the layer it came from (``origins``, by field; else the default), after the
+    ``problems`` already found (the file's unknown keys); all of them in one
+    :class:`~scalefit.errors.ConfigError`. Combinations are checked once every value is good."""
     where: dict[str, Any] = {} if source is None else {"source": source}
+    lines = list(problems)
     try:
         settings = Settings(**values, **where)
-    except _Invalid as bad:
-        origin = origins.get(bad.field, "default")
-        raise _said(bad.field, bad.value, origin, bad.detail) from None
+    except _Invalid as invalid:
+        lines += [str(_said(f, v, origins.get(f, "default"), d)) for f, v, d in invalid.bad]
+    if lines:
+        raise ConfigError("\n".join(lines))
     _check_combinations(settings, origins)
     return settings
 
@@ -404,8 +416,9 @@ def _check_combinations(settings: Settings, origins: Mapping[str, str]) -> None:
         )
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    """The file's values by field name, relative paths resolved against the file's folder."""
+def _read_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The file's values by field name, relative paths resolved against the file's folder,
+    and one line per unknown section or key (said together with any bad value)."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -416,24 +429,25 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read it: {exc}") from None
     base = path.resolve().parent
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for section, body in doc.items():
         if section not in _SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section}]; allowed: {', '.join(_SECTIONS)}"
-            )
-        if not isinstance(body, dict):
-            raise ConfigError(
+            problems.append(f"{path}: unknown section [{section}]; allowed: {', '.join(_SECTIONS)}")
+        elif not isinstance(body, dict):
+            problems.append(
                 f"{path}: `{section}` must be a section [{section}] of keys, not {_show(body)}"
             )
-        for name, value in body.items():
-            key = _SECTIONS[section].get(name)
-            if key is None:
-                raise ConfigError(
-                    f"{path}: unknown key `{name}` in [{section}]; allowed: "
-                    f"{', '.join(_SECTIONS[section])}"
-                )
-            values[key.field] = _from_file(key, value, base)
-    return values
+        else:
+            for name, value in body.items():
+                key = _SECTIONS[section].get(name)
+                if key is None:
+                    problems.append(
+                        f"{path}: unknown key `{name}` in [{section}]; allowed: "
+                        f"{', '.join(_SECTIONS[section])}"
+                    )
+                else:
+                    values[key.field] = _from_file(key, value, base)
+    return values, problems
 
 
 def _from_file(key: Key, value: Any, base: Path) -> Any:
@@ -491,20 +505,23 @@ def load_settings(
     Raises
     ------
     ConfigError
-        Unreadable TOML, an unknown section or key (with the allowed ones), a bad value
-        (naming where it came from, the key, the value and what is allowed).
+        Unreadable TOML; else every unknown section or key (with the allowed ones) and every
+        bad value (naming where it came from, the key, the value and what is allowed), one
+        line each.
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     source: Path | None = None
+    problems: list[str] = []
     if path is None:
         path = environ.get("SCALEFIT_CONFIG", "").strip() or None
     if path is None and Path(CONFIG_FILE).is_file():
         path = CONFIG_FILE
     if path is not None:
         source = Path(path)
-        for field, value in _read_file(source).items():
+        from_file, problems = _read_file(source)
+        for field, value in from_file.items():
             values[field], origins[field] = value, str(source)
     for key in KEYS:
         text = environ.get(key.env, "")
@@ -521,4 +538,4 @@ def load_settings(
             elif kind == "path" and isinstance(value, str):
                 value = Path(value)
             values[field], origins[field] = value, f"option {flag}"
-    return _validate(values, origins, source)
+    return _validate(values, origins, source, tuple(problems))

@@ -223,6 +223,40 @@ def test_bad_file_value_is_one_line_naming_it(tmp_path: Path, text: str, message
     assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
 
 
+def test_every_bad_value_is_said_one_line_each(tmp_path: Path) -> None:
+    """Not only the first: every unknown key and bad value of every layer, one line each
+    naming its layer, in the order of the file's problems then the keys."""
+    path = tmp_path / "scalefit.toml"
+    path.write_text(
+        '[store]\ndb = 5\ndbpath = "x"\n[fit]\nbootstrap = -1\nlaws = ["chinchila"]\n'
+        "[stor]\nx = 1\n[scale]\njobs = 2\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            path,
+            environ={"SCALEFIT_OFFLINE": "maybe"},
+            options={"seed": ("--seed", -1), "workers": ("--workers", 2)},
+        )
+    assert str(info.value).splitlines() == [
+        f"{path}: unknown key `dbpath` in [store]; allowed: db, reports, storage_version",
+        f"{path}: unknown section [stor]; allowed: store, ingest, fit, scale, upstream, schedule",
+        f"{path}: [store] db = 5 is not valid: allowed: a path to a DuckDB file",
+        f"{path}: [fit] laws = ['chinchila'] is not valid: unknown law 'chinchila'; allowed: "
+        "one or more of chinchilla, kaplan-n, kaplan-d, kaplan-c, kaplan-nd, isoflop, envelope, "
+        "data-constrained, overtraining, downstream-error",
+        f"{path}: [fit] bootstrap = -1 is not valid: allowed: a whole number from 0 to 1_000_000",
+        "option --seed: [fit] seed = -1 is not valid: allowed: a whole number >= 0",
+        "environment variable SCALEFIT_OFFLINE: [upstream] offline = 'maybe' is not valid: "
+        "allowed: true or false",
+    ]
+    with pytest.raises(ConfigError) as info:
+        Settings(jobs=True, seed=-1)  # as arguments, both too
+    assert [line.split(" = ")[0] for line in str(info.value).splitlines()] == [
+        "argument: [fit] seed",
+        "argument: [scale] jobs",
+    ]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

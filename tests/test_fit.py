@@ -563,13 +563,65 @@ def test_the_screen_keeps_the_best_starts_by_objective_in_grid_order():
     obj = _optim.HuberObjective(FORMS["chinchilla"].model(pts), np.log(pts.loss), 1e-3)
     w = np.ones(pts.n)
     grid = hoffmann_grid()
-    kept = multistart._screen(obj, grid, w)
+    kept = multistart._screen(obj, grid)
     assert kept.shape == (int(np.ceil(multistart.SCREEN_SHARE * len(grid))), 5)
     f0 = obj.value(grid, w)
     rows = np.flatnonzero(f0 <= np.sort(f0)[len(kept) - 1])
     np.testing.assert_array_equal(kept, grid[rows])  # the lowest objectives, grid order kept
     small = grid[:: len(grid) // multistart.SCREEN_MIN][: multistart.SCREEN_MIN]
-    assert multistart._screen(obj, small, w) is small  # a small grid is run whole
+    assert multistart._screen(obj, small) is small  # a small grid is run whole
+
+
+def test_the_screen_objective_is_the_objective_computed_once_per_distinct_term():
+    pts = _as_points(chinchilla_data(0, n=50), need=FORMS["chinchilla"].needs)
+    model = FORMS["chinchilla"].model(pts)
+    obj = _optim.HuberObjective(model, np.log(pts.loss), 1e-3)
+    grid, ones = hoffmann_grid(), np.ones(pts.n)
+    f = obj.value(grid, ones)
+    fast = model.screen_value(grid, obj.y, obj.delta)
+    assert fast is not None and not np.array_equal(fast, f)  # the cheaper path ran
+    np.testing.assert_allclose(fast, f, rtol=1e-13, atol=0)
+    # Points in blocks (a budget for 3 points' distinct exponentials): the same sums.
+    tiny = model.screen_value(grid, obj.y, obj.delta, budget=4 * 8 * 65 * 3)
+    np.testing.assert_allclose(tiny, f, rtol=1e-13, atol=0)
+    # Starts that share no values, or an exponent past 700: the plain objective.
+    rng = np.random.default_rng(0)
+    scattered = grid[rng.choice(len(grid), 64, replace=False)] + rng.normal(0, 1e-3, (64, 5))
+    assert model.screen_value(scattered, obj.y, obj.delta) is None
+    np.testing.assert_array_equal(obj.screen(scattered), obj.value(scattered, ones))
+    huge = grid.copy()
+    huge[:, 2] += 700.0  # e = log E beyond exp's range
+    assert model.screen_value(huge, obj.y, obj.delta) is None
+    np.testing.assert_array_equal(obj.screen(huge), obj.value(huge, ones))
+
+
+def test_small_and_large_batches_solve_alike_and_flag_the_same_rows(monkeypatch):
+    """A small batch goes to LAPACK when every matrix is positive definite, else (and a large
+    one always) to the written-out factorisation: the same solutions to rounding, and the
+    same rows refused (a negative or a nearly zero pivot: ``d = 0``)."""
+    from scalefit._optim import driver
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((9, 5, 5))
+    H = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(5)
+    g = rng.standard_normal((9, 5))
+    fast, ok_fast = driver._cholesky_solve(H, g)  # 9 rows, all positive definite: LAPACK
+    monkeypatch.setattr(driver, "_LAPACK_ROWS", 0)
+    slow, ok_slow = driver._cholesky_solve(H, g)
+    assert ok_fast.all() and ok_slow.all()
+    np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("spq,sq->sp", H, fast), -g, atol=1e-10)
+    tiny_pivot = H.copy()
+    tiny_pivot[5] = np.diag([1.0, 2.0, 3.0, 4.0, 1e-14])  # definite, but a pivot below 1e-14 * 4
+    negative = tiny_pivot.copy()
+    negative[2] = -negative[2]  # not positive definite: LAPACK refuses the whole batch
+    for bad, refused in ((tiny_pivot, (5,)), (negative, (2, 5))):
+        for rows in (64, 0):
+            monkeypatch.setattr(driver, "_LAPACK_ROWS", rows)
+            d, ok = driver._cholesky_solve(bad, g)
+            assert ok.tolist() == [i not in refused for i in range(9)]
+            assert not d[~ok].any()
+            np.testing.assert_allclose(d[ok], slow[ok], rtol=1e-10, atol=1e-12)
 
 
 def test_the_damping_matrix_is_positive_definite_and_marquardt_for_a_diagonal():
@@ -634,6 +686,6 @@ def test_a_lower_objective_beats_a_certified_worse_basin() -> None:
 def test_equal_rows_are_grouped_as_numpy_unique_groups_them(rows):
     key = np.array(rows, dtype=np.int64)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    got_first, got_inverse = multistart._first_of_equal_rows(key)
+    got_first, got_inverse = _optim.first_of_equal_rows(key)
     np.testing.assert_array_equal(np.sort(got_first), np.sort(first))
     np.testing.assert_array_equal(got_first[got_inverse], first[inverse.ravel()])

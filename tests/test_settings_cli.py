@@ -4,6 +4,7 @@ every option's default."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,6 +94,24 @@ def test_a_real_process_gets_one_line_and_status_1(workdir: Path) -> None:
         f"error: scalefit.toml: [ingest] folders = 'logs/' is not valid: allowed: a list of "
         f'folder paths, e.g. ["logs/"] (environment: separated by "{os.pathsep}")'
     )
+
+
+def test_a_real_process_says_every_bad_value(workdir: Path) -> None:
+    (workdir / "scalefit.toml").write_text("[store]\ndb = 5\n[fit]\nbootstrap = -1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "scalefit", "fit", "--seed", "-1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: scalefit.toml: [store] db = 5 is not valid: allowed: a path to a DuckDB file",
+        "error: scalefit.toml: [fit] bootstrap = -1 is not valid: allowed: a whole number from 0 "
+        "to 1_000_000",
+        "error: option --seed: [fit] seed = -1 is not valid: allowed: a whole number >= 0",
+    ]
+    assert json.loads(done.stdout)["error"].count("\n") == 2  # --json: the same three lines
 
 
 # --------------------------------------------------------------------- precedence per command

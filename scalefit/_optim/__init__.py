@@ -27,7 +27,7 @@ model and its fused derivatives), ``generic`` (models given as a function; the o
 
 from __future__ import annotations
 
-from ._blocks import DEFAULT_BUDGET, Array, huber
+from ._blocks import DEFAULT_BUDGET, Array, first_of_equal_rows, huber
 from .driver import BatchResult, BatchRun, driver_chunk, minimize_batch, minimize_chunked
 from .generic import GenericModel, HuberObjective, _huber_loss_and_grad
 from .lse import LSEAffineModel
@@ -53,6 +53,7 @@ __all__ = [
     "_huber_loss_and_grad",
     "bootstrap_weight_blocks",
     "driver_chunk",
+    "first_of_equal_rows",
     "huber",
     "minimize_batch",
     "minimize_chunked",

@@ -34,17 +34,33 @@ def _free_mask(theta: Array, g: Array, lo: Array, hi: Array) -> Mask:
     return ~(at_lo | at_hi)
 
 
+_LAPACK_ROWS = 64
+"""Batches of at most this many rows are solved by LAPACK when every matrix is positive
+definite: ~35 us instead of ~125 us for one to a few dozen 5x5 matrices (the continued
+starts, the polish); from a few hundred rows the per-matrix calls cost more than
+:func:`_cholesky_solve`'s elementwise operations (measured: 900 rows 500 vs 245 us)."""
+
+
 def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     """Solve ``H d = -g`` for every batch row by a Cholesky factorisation written out over
     the (at most a handful of) parameters, vectorised over rows; also says which ``H`` were
-    positive definite (rows that were not get ``d = 0``).
+    positive definite (pivots above ``1e-14`` of the largest diagonal entry; rows that were
+    not get ``d = 0``). A small batch whose matrices all are goes to LAPACK
+    (:data:`_LAPACK_ROWS`): the same solution to rounding.
 
     Each matrix entry is held as one contiguous ``(S,)`` array: numpy reductions over a
     trailing axis of length 1-5 cost several times more than these elementwise operations."""
     s, p = g.shape
+    tiny = 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)).max(axis=1) + 1e-300
+    if s <= _LAPACK_ROWS:
+        try:
+            pivots = np.diagonal(np.linalg.cholesky(H), axis1=1, axis2=2) ** 2
+        except np.linalg.LinAlgError:  # some matrix is not positive definite
+            pivots = None
+        if pivots is not None and np.all(pivots > tiny[:, None]):
+            return np.linalg.solve(H, -g[:, :, None])[:, :, 0], np.ones(s, dtype=bool)
     Ht = np.ascontiguousarray(H.transpose(1, 2, 0))  # (P, P, S)
     ok = np.ones(s, dtype=bool)
-    tiny = 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)).max(axis=1) + 1e-300
     L: list[list[Array]] = [[] for _ in range(p)]  # L[i][j], j <= i
     for j in range(p):
         v = Ht[j, j].copy()

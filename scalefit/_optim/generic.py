@@ -115,6 +115,16 @@ class HuberObjective:
                 f[r0:r1] += (h * _weights_block(w, rows, r0, r1, a, b)).sum(axis=1)
         return f
 
+    def screen(self, theta: Array, *, budget: int | None = None) -> Array:
+        """Objective ``(S,)`` of many starts with unit weights, to rank them: as
+        :meth:`value`, the cheaper way where the model offers one
+        (:meth:`LSEAffineModel.screen_value`), equal to rounding."""
+        if isinstance(self.model, LSEAffineModel):
+            f = self.model.screen_value(theta, self.y, self.delta, budget)
+            if f is not None:
+                return f
+        return self.value(theta, np.ones(self.y.size), budget=budget)
+
     def value_grad_hess(self, theta: Array, w: Array) -> tuple[Array, Array, Array, Array]:
         """Objective ``(S,)``, gradient ``(S, P)``, exact Hessian and a positive
         semi-definite scaling matrix (IRLS weights ``psi(r)/r``) for the damping."""

@@ -63,7 +63,8 @@ def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
     """The settings a command runs with: its options (``field=("--flag", value)``, None when
     not given) > ``SCALEFIT_*`` variables > the config file > the defaults.
 
-    A bad value anywhere is a :class:`~scalefit.errors.ConfigError`: one line, exit status 1.
+    Bad values anywhere are one :class:`~scalefit.errors.ConfigError`: one line each, exit
+    status 1.
     """
     from ..config import load_settings
 
@@ -71,10 +72,13 @@ def read_settings(config: Path | None, **options: tuple[str, Any]) -> Settings:
 
 
 def print_error(message: str) -> None:
-    """``error: message`` on stderr; the message is shown as written (never as markup)."""
+    """``error: message`` on stderr, one such line per line of the message (several bad
+    settings are said together); the message is shown as written (never as markup)."""
     from rich.text import Text
 
-    _console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    console = _console(stderr=True)
+    for line in message.splitlines() or [""]:
+        console.print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True)
 
 
 def print_warning(message: str) -> None:

@@ -73,25 +73,10 @@ def _merge(theta: np.ndarray, f: np.ndarray, count: np.ndarray) -> np.ndarray:
     key = np.concatenate(
         [np.round(theta / scale).astype(np.int64), np.round(np.log(f) / 1e-9)[:, None]], axis=1
     ).astype(np.int64)
-    first, inverse = _first_of_equal_rows(key)
+    first, inverse = _optim.first_of_equal_rows(key)
     sums = np.bincount(inverse, weights=count, minlength=first.size)
     count[first] = sums
     return np.sort(first)
-
-
-def _first_of_equal_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the rows of an integer matrix: the index of each distinct row's first occurrence,
-    and which of them every row equals (``np.unique(key, axis=0, return_index=True,
-    return_inverse=True)``'s, in another order; without it, which imports ``numpy.ma``,
-    ~10 ms of every ``scalefit fit``'s start-up)."""
-    order = np.lexsort(key.T[::-1])  # stable: equal rows keep their order
-    ranked = key[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = np.any(ranked[1:] != ranked[:-1], axis=1)
-    group = np.cumsum(new) - 1
-    inverse = np.empty(len(order), dtype=np.intp)
-    inverse[order] = group
-    return order[new], inverse
 
 
 @dataclass
@@ -119,10 +104,10 @@ class _Runs:
         return rows[sel]
 
 
-def _screen(obj: _optim.HuberObjective, starts: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The starts worth running: the objective at every start (one pass over the points, a
-    fifth of an iteration's cost), then the best :data:`SCREEN_SHARE` of them (at least
-    :data:`SCREEN_MIN`), in grid order.
+def _screen(obj: _optim.HuberObjective, starts: np.ndarray) -> np.ndarray:
+    """The starts worth running: the objective at every start (one pass over the points,
+    a tenth of an iteration's cost: :meth:`~scalefit._optim.HuberObjective.screen`), then the
+    best :data:`SCREEN_SHARE` of them (at least :data:`SCREEN_MIN`), in grid order.
 
     Most of Hoffmann et al.'s 4500 starts are far off any data (``A = e^25`` with ``alpha =
     0``): running them costs four fifths of a fit and they end in the basins the better ones
@@ -132,7 +117,7 @@ def _screen(obj: _optim.HuberObjective, starts: np.ndarray, w: np.ndarray) -> np
     keep = max(SCREEN_MIN, int(np.ceil(SCREEN_SHARE * n)))
     if n <= keep:
         return starts
-    f0 = obj.value(starts, w)
+    f0 = obj.screen(starts)
     f0 = np.where(np.isfinite(f0), f0, np.inf)
     best = np.sort(np.argsort(f0, kind="stable")[:keep])
     return starts[best]
@@ -267,7 +252,7 @@ def solve_grid(
     ``n_starts`` given, ``n_screened_starts`` were left out by the screen and
     ``n_run_starts`` run; every run start is converged or unfinished."""
     w = np.ones(obj.y.size)
-    run = _screen(obj, starts, w)
+    run = _screen(obj, starts)
     runs = _first_pass(space, obj, run, w, max_iter)
     _continue(space, obj, runs, w)
     basins = _ranked_basins(runs)
