@@ -265,10 +265,12 @@ def test_the_seed_type_is_served_without_numpy_random_until_asked() -> None:
         "from scalefit.fit.settings import Seed\n"
         "g = np.random.default_rng(3)\n"
         "t = FitSettings(seed=g)\n"
+        "import typing; from scalefit.fit.settings import FitOptions\n"
+        "hints = [typing.get_type_hints(c)['seed'] for c in (FitSettings, FitOptions)]\n"
         "print(before, Seed == int | np.random.Generator | None, s.seed_setting, "
-        "t.seed_setting, t.rng() is g)"
+        "t.seed_setting, t.rng() is g, hints == [Seed, Seed])"
     )
-    assert out.split() == ["False", "True", "3", "None", "True"]
+    assert out.split() == ["False", "True", "3", "None", "True", "True"]
 
 
 _HEAVY = (

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # `Seed`, the type of the `seed` setting, made on first use: it names
     # numpy.random.Generator, and numpy.random (~10 ms) is imported only by a bootstrap.
+    # The public classes spell it out, so that `typing.get_type_hints` resolves their
+    # annotations from the module's globals (it does not call this function).
     if name == "Seed":
         return int | np.random.Generator | None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -103,7 +105,7 @@ class FitOptions(TypedDict, total=False):
 
     delta: float
     n_bootstrap: int
-    seed: Seed
+    seed: int | np.random.Generator | None  # spelled out (not `Seed`): see __getattr__
     resample: str
     confidence_level: float
     bootstrap_jobs: int
@@ -146,7 +148,7 @@ class FitSettings:
 
     delta: float = 1e-3
     n_bootstrap: int = 0
-    seed: Seed = 0
+    seed: int | np.random.Generator | None = 0  # spelled out: see __getattr__
     resample: str = "points"
     confidence_level: float = 0.95
     bootstrap_jobs: int = 1
