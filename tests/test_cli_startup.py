@@ -244,10 +244,21 @@ def test_the_law_registry_is_whole_and_in_order_whichever_law_loads_first() -> N
         "print(list(REGISTRY), tuple(sorted(REGISTRY)), 'tokens_per_param')"
     )
     assert first == eager
+    threads = _python(  # first uses racing in threads: each sees every form
+        "import threading, scalefit.laws as laws\n"
+        "seen, start = [], threading.Barrier(8)\n"
+        "def use(i):\n"
+        "    start.wait()\n"
+        "    seen.append(len(laws.REGISTRY) if i % 2 else len(laws.LAW_FORMS))\n"
+        "threads = [threading.Thread(target=use, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(seen)"
+    )
     from scalefit import laws
     from scalefit.fit import REGISTRY
     from scalefit.schemas import vocabulary
 
+    assert threads.strip() == repr([len(vocabulary.LAW_FORMS)] * 8)
     assert set(laws.LAW_FORMS) == set(vocabulary.LAW_FORMS)
     for name, form in REGISTRY.items():
         law = form.law(dict.fromkeys(form.names, 0.5))

@@ -18,6 +18,7 @@ forms :func:`law_from_parameters` understands, in alphabetical order) and
 
 from __future__ import annotations
 
+import _thread
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -109,37 +110,41 @@ does not pay for defining every other law class (~10 ms)."""
 _WHOLE_REGISTRY = ("LAW_FORMS", "REGISTRY", "law_from_parameters")
 """Names that need every law form registered: their first use imports every law module."""
 
+_REGISTERING = _thread.allocate_lock()
+
 
 def _register_all() -> None:
-    """Import every law module (each registers its forms), then put :data:`REGISTRY` in the
+    """Import every law module (each registers its forms), put :data:`REGISTRY` in the
     order the forms register in when the modules are imported in :data:`_LAW_MODULES`'
-    order, whichever was imported first."""
-    for module in _LAW_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-    rank = {f"{__name__}.{module}": i for i, module in enumerate(_LAW_MODULES)}
-    ordered = sorted(base.REGISTRY.items(), key=lambda item: rank[item[1].cls.__module__])
-    base.REGISTRY.clear()
-    base.REGISTRY.update(ordered)
+    order (whichever was imported first), then serve the :data:`_WHOLE_REGISTRY` names.
+    Once, under a lock: no caller sees the registry while it is put in order."""
+    with _REGISTERING:
+        if "REGISTRY" in globals():
+            return
+        for module in _LAW_MODULES:
+            importlib.import_module(f"{__name__}.{module}")
+        rank = {f"{__name__}.{module}": i for i, module in enumerate(_LAW_MODULES)}
+        ordered = sorted(base.REGISTRY.items(), key=lambda item: rank[item[1].cls.__module__])
+        base.REGISTRY.clear()
+        base.REGISTRY.update(ordered)
+        globals()["LAW_FORMS"] = tuple(sorted(base.REGISTRY))
+        globals()["law_from_parameters"] = base.law_from_parameters
+        globals()["REGISTRY"] = base.REGISTRY
 
 
 def __getattr__(name: str) -> Any:
-    # Public names served on first use (then cached here): a law module's names
-    # (`_LAZY`), the whole registry (`_WHOLE_REGISTRY`), or a submodule by its name.
+    # Public names served on first use (then kept here): a law module's names (`_LAZY`),
+    # the whole registry (`_WHOLE_REGISTRY`), or a submodule by its name.
     if name in _LAZY:
         value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    elif name in _WHOLE_REGISTRY:
+        globals()[name] = value
+        return value
+    if name in _WHOLE_REGISTRY:
         _register_all()
-        value = {
-            "LAW_FORMS": tuple(sorted(base.REGISTRY)),
-            "REGISTRY": base.REGISTRY,
-            "law_from_parameters": base.law_from_parameters,
-        }[name]
-    elif name in {*_LAW_MODULES, "inference"}:
+        return globals()[name]
+    if name in {*_LAW_MODULES, "inference"}:
         return importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
