@@ -8,9 +8,9 @@ interpreter and libraries), alternating with this one so that the machine's load
 alike. Each command runs once untimed first, so that its bytecode is compiled and cached as in
 an installed package (``PYTHONDONTWRITEBYTECODE`` is unset for the children: with it, every
 run compiles scalefit's ~50 modules again). A command that fails stops the benchmark.
-Reported: min and median wall time, and min CPU time (user + system, from ``getrusage`` of
-the child), which other jobs' load moves least: on a quiet machine a single-threaded
-start-up's wall time is its CPU time. ``--importtime`` also prints the
+Reported: min and median wall time, and min and median CPU time (user + system, from
+``getrusage`` of the child), which other jobs' load moves least: on a quiet machine a
+single-threaded start-up's wall time is its CPU time. ``--importtime`` also prints the
 modules that cost most (``python -X importtime``, cumulative, one run).
 
 Usage::
@@ -250,7 +250,8 @@ def main() -> None:
                 cpus = [c for _, c in values]
                 print(
                     f"{label:42s} {tree:10s} wall min {min(walls):.3f} s "
-                    f"median {statistics.median(walls):.3f} s; CPU min {min(cpus):.3f} s"
+                    f"median {statistics.median(walls):.3f} s; CPU min {min(cpus):.3f} s "
+                    f"median {statistics.median(cpus):.3f} s"
                 )
             if args.importtime and cmd:
                 for tree, tree_env in trees.items():

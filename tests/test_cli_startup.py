@@ -6,6 +6,7 @@ configured. Timings are measured in benchmarks/ (RESULTS.md), never asserted her
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -181,19 +182,121 @@ def test_the_fast_reader_imports_no_polars(tmp_path: Path) -> None:
 
 def test_importing_the_fit_package_imports_no_polars() -> None:
     """`scalefit.fit` imports polars only where a frame is read or made (issue 16): importing
-    the fitting package loads neither polars nor the store's DuckDB or pandera."""
+    the fitting package, and every public name of it (each loads its module), loads neither
+    polars nor the store's DuckDB or pandera."""
     out = _python(
-        "import sys; import scalefit.fit; "
+        "import sys; import scalefit.fit; from scalefit.fit import *; "
         "print(sorted(m for m in ('polars', 'duckdb', 'pandera') if m in sys.modules))"
     )
     assert out.strip() == "[]"
 
 
-_HEAVY = ("polars", "duckdb", "pandera", "prefect", "pyarrow", "scipy", "pydantic", "numpy.ma")
+@pytest.mark.parametrize(
+    ("package", "eager", "submodule"),
+    [
+        ("scalefit.fit", ("scalefit._names",), "forms"),
+        ("scalefit.laws", ("scalefit.laws.base", "scalefit.laws.formulas"), "kaplan"),
+    ],
+)
+def test_every_public_name_is_served_from_its_module(
+    package: str, eager: tuple[str, ...], submodule: str
+) -> None:
+    """The packages import their modules on first use of a name (PEP 562): importing one
+    loads none of the modules it serves lazily, and every name of ``__all__`` is then the
+    very object its module defines, listed by ``dir()``; a submodule is an attribute too."""
+    module = importlib.import_module(package)
+    lazy: dict[str, str] = module._LAZY
+    whole = getattr(module, "_WHOLE_REGISTRY", ())
+    for name in module.__all__:
+        value = getattr(module, name)
+        if name in lazy:
+            assert value is getattr(importlib.import_module(f"{package}.{lazy[name]}"), name)
+        elif name not in whole:  # imported with the package, from its cheap modules
+            homes = [importlib.import_module(m) for m in eager]
+            assert any(getattr(home, name, None) is value for home in homes), name
+        assert name in dir(module)
+    assert getattr(module, submodule) is importlib.import_module(f"{package}.{submodule}")
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018
+    served = sorted({f"{package}.{m}" for m in lazy.values()})
+    out = _python(
+        f"import sys, {package}; print(sorted(m for m in {served!r} if m in sys.modules))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_the_law_registry_is_whole_and_in_order_whichever_law_loads_first() -> None:
+    """``scalefit.laws.REGISTRY`` (and ``LAW_FORMS``, ``law_from_parameters``) see every law
+    form, in the order the law modules register them, even when a command has loaded one
+    law module first; a fit form's law class is looked up when a fit ends, and is the
+    registry's class of its form."""
+    first = _python(
+        "from scalefit.laws import KaplanLaw, ChinchillaLaw\n"
+        "from scalefit.laws import REGISTRY, LAW_FORMS, law_from_parameters\n"
+        "law = law_from_parameters('tokens_per_param', {'ratio': 20.0})\n"
+        "print(list(REGISTRY), LAW_FORMS, law.form)"
+    )
+    eager = _python(
+        "import scalefit.laws.allocation, scalefit.laws.chinchilla\n"
+        "import scalefit.laws.data_constrained, scalefit.laws.kaplan\n"
+        "import scalefit.laws.overtraining, scalefit.laws.inference\n"
+        "from scalefit.laws.base import REGISTRY\n"
+        "print(list(REGISTRY), tuple(sorted(REGISTRY)), 'tokens_per_param')"
+    )
+    assert first == eager
+    threads = _python(  # first uses racing in threads: each sees every form
+        "import threading, scalefit.laws as laws\n"
+        "seen, start = [], threading.Barrier(8)\n"
+        "def use(i):\n"
+        "    start.wait()\n"
+        "    seen.append(len(laws.REGISTRY) if i % 2 else len(laws.LAW_FORMS))\n"
+        "threads = [threading.Thread(target=use, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(seen)"
+    )
+    from scalefit import laws
+    from scalefit.fit import REGISTRY
+    from scalefit.schemas import vocabulary
+
+    assert threads.strip() == repr([len(vocabulary.LAW_FORMS)] * 8)
+    assert set(laws.LAW_FORMS) == set(vocabulary.LAW_FORMS)
+    for name, form in REGISTRY.items():
+        law = form.law(dict.fromkeys(form.names, 0.5))
+        assert law.form == form.fit_form and type(law) is laws.REGISTRY[law.form].cls, name
+
+
+def test_the_seed_type_is_served_without_numpy_random_until_asked() -> None:
+    """Checking a fit's settings (the seed among them) imports no numpy.random; ``Seed``, the
+    seed setting's type, is there when asked for, and a generator is still told apart."""
+    out = _python(
+        "import sys, numpy as np\n"
+        "from scalefit.fit.settings import FitSettings\n"
+        "s = FitSettings(seed=3)\n"
+        "before = 'numpy.random' in sys.modules\n"
+        "from scalefit.fit.settings import Seed\n"
+        "g = np.random.default_rng(3)\n"
+        "t = FitSettings(seed=g)\n"
+        "import typing; from scalefit.fit.settings import FitOptions\n"
+        "hints = [typing.get_type_hints(c)['seed'] for c in (FitSettings, FitOptions)]\n"
+        "print(before, Seed == int | np.random.Generator | None, s.seed_setting, "
+        "t.seed_setting, t.rng() is g, hints == [Seed, Seed])"
+    )
+    assert out.split() == ["False", "True", "3", "None", "True", "True"]
+
+
+_HEAVY = (
+    *("polars", "duckdb", "pandera", "prefect", "pyarrow", "scipy", "pydantic", "numpy.ma"),
+    *("numpy.random", "secrets", "tomllib"),
+    *("scalefit.fit.allocation", "scalefit.fit.bootstrap", "scalefit.fit.extrapolation"),
+    *("scalefit.laws.allocation", "scalefit.laws.data_constrained", "scalefit.laws.inference"),
+    *("scalefit.laws.kaplan", "scalefit.laws.overtraining"),
+)
 """What ``scalefit fit --input`` on a plain CSV never imports (issue 16): pydantic neither
 (~75 ms: the settings are checked without it, and typer < 0.28 coerces no option through
 it), nor ``numpy.ma`` (~10 ms: ``np.unique``, ``np.setdiff1d`` and ``np.isin`` import it,
-so the search does without them)."""
+so the search does without them), nor ``numpy.random`` (~10 ms with ``secrets``: a seed is
+only used by a bootstrap), nor ``tomllib`` without a settings file, nor the modules of the
+procedures, laws and bootstrap a chinchilla fit without resamples does not use."""
 
 
 @pytest.mark.parametrize("as_json", [True, False])
@@ -212,7 +315,8 @@ def test_fit_input_imports_no_polars_nor_the_store(tmp_path: Path, as_json: bool
         [sys.executable, "-c", check, *args, *(["--json"] if as_json else [])],
         capture_output=True,
         text=True,
-        env=_ENV,
+        env={k: v for k, v in _ENV.items() if k != "SCALEFIT_CONFIG"},
+        cwd=tmp_path,  # no scalefit.toml: a settings file is read with tomllib
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "[]"

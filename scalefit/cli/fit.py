@@ -368,8 +368,9 @@ def _bootstrap_pool(jobs: int) -> Iterator[Callable]:
     """The builtin ``map``, or a pool of ``jobs`` processes' ``map``.
 
     The processes start from a ``forkserver`` (forking a process that already runs polars'
-    threads can deadlock) that has imported ``scalefit.fit`` once, and they are started now,
-    so that they are ready by the time the grid fit ends and the bootstrap begins."""
+    threads can deadlock) that has imported the fitting modules once (``scalefit.fit`` itself
+    imports them on first use), and they are started now, so that they are ready by the time
+    the grid fit ends and the bootstrap begins."""
     if jobs <= 1:
         yield map
         return
@@ -377,7 +378,7 @@ def _bootstrap_pool(jobs: int) -> Iterator[Callable]:
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["scalefit.fit"])
+    context.set_forkserver_preload(["scalefit.fit.parametric", "scalefit.fit.bootstrap"])
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
         for _ in range(jobs):
             pool.submit(int)  # start the workers while the grid fit runs

@@ -18,7 +18,8 @@ formulas), :mod:`.multistart` (the one driver) with :mod:`.diagnostics`, :mod:`.
 :mod:`.parametric` (approach 3 and every nonlinear form), :mod:`.allocation` (approaches 1
 and 2), :mod:`.result` (LawFit), :mod:`.extrapolation`, :mod:`.named` (CLI law names). The
 package imports nothing of the store: selecting points and saving fits live in
-:mod:`scalefit.fit_store`.
+:mod:`scalefit.fit_store`. Every public name is importable from here; its module is
+imported on first use, so that a fit loads its own procedure's modules only.
 
 Method (approach 3 and every nonlinear form)
 --------------------------------------------
@@ -58,21 +59,79 @@ Kaplan et al. (2020), "Scaling Laws for Neural Language Models", Section 1.2.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .._names import LAW_NAMES
-from .allocation import (
-    ENVELOPE_MIN_SIZES,
-    ENVELOPE_SMOOTH_DEGREE,
-    ENVELOPE_TRIM,
-    fit_envelope,
-    fit_isoflop,
+
+if TYPE_CHECKING:
+    from .allocation import (
+        ENVELOPE_MIN_SIZES,
+        ENVELOPE_SMOOTH_DEGREE,
+        ENVELOPE_TRIM,
+        fit_envelope,
+        fit_isoflop,
+    )
+    from .bootstrap import BootstrapJob, BootstrapMap, BootstrapRefits, run_bootstrap_job
+    from .extrapolation import extrapolation_score
+    from .forms import FORMS, REGISTRY, Form, hoffmann_grid
+    from .named import fit_named, named_form
+    from .parametric import fit_chinchilla, fit_data_constrained, fit_kaplan, fit_law
+    from .result import ConvergenceWarning, ExtrapolationScore, LawFit, envelope_budgets_text
+    from .settings import GRID_ITERATIONS, REFERENCE_FLOPS, RESAMPLE, FitOptions, FitSettings
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "ENVELOPE_MIN_SIZES",
+            "ENVELOPE_SMOOTH_DEGREE",
+            "ENVELOPE_TRIM",
+            "fit_envelope",
+            "fit_isoflop",
+        ),
+        "allocation",
+    ),
+    **dict.fromkeys(
+        ("BootstrapJob", "BootstrapMap", "BootstrapRefits", "run_bootstrap_job"), "bootstrap"
+    ),
+    "extrapolation_score": "extrapolation",
+    **dict.fromkeys(("FORMS", "REGISTRY", "Form", "hoffmann_grid"), "forms"),
+    **dict.fromkeys(("fit_named", "named_form"), "named"),
+    **dict.fromkeys(
+        ("fit_chinchilla", "fit_data_constrained", "fit_kaplan", "fit_law"), "parametric"
+    ),
+    **dict.fromkeys(
+        ("ConvergenceWarning", "ExtrapolationScore", "LawFit", "envelope_budgets_text"), "result"
+    ),
+    **dict.fromkeys(
+        ("GRID_ITERATIONS", "REFERENCE_FLOPS", "RESAMPLE", "FitOptions", "FitSettings"),
+        "settings",
+    ),
+}
+"""Each public name and its module, imported on first use (PEP 562): a fit imports the
+modules of its own procedure only (not the IsoFLOP and envelope procedures, the extrapolation
+check, or the bootstrap without resamples)."""
+
+_SUBMODULES = (
+    *("allocation", "bootstrap", "constrained", "diagnostics", "extrapolation", "forms"),
+    *("models", "multistart", "named", "parametric", "points", "result", "settings"),
 )
-from .bootstrap import BootstrapJob, BootstrapMap, BootstrapRefits, run_bootstrap_job
-from .extrapolation import extrapolation_score
-from .forms import FORMS, REGISTRY, Form, hoffmann_grid
-from .named import fit_named, named_form
-from .parametric import fit_chinchilla, fit_data_constrained, fit_kaplan, fit_law
-from .result import ConvergenceWarning, ExtrapolationScore, LawFit, envelope_budgets_text
-from .settings import GRID_ITERATIONS, REFERENCE_FLOPS, RESAMPLE, FitOptions, FitSettings
+
+
+def __getattr__(name: str) -> Any:
+    # A public name (then kept here), or a submodule by its name (`scalefit.fit.forms`).
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "ENVELOPE_MIN_SIZES",

@@ -22,18 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import laws
 from ..errors import FitError
-from ..laws import (
-    ChinchillaLaw,
-    DataConstrainedLaw,
-    DownstreamErrorLaw,
-    KaplanComputeLaw,
-    KaplanJointLaw,
-    KaplanParamsLaw,
-    KaplanTokensLaw,
-    Law,
-    OvertrainingLaw,
-)
+from ..laws import Law
 from . import constrained, models
 from .models import Estimates, Model
 from .points import PointsLike, _Points, as_constrained_points, as_points
@@ -103,11 +94,17 @@ class Form:
         return self.to_law(est)
 
 
-def _law_of(cls: Callable[..., Law], est: Mapping[str, float]) -> Law:
+def _law_of(name: str, est: Mapping[str, float]) -> Law:
+    """The law class ``name`` of :mod:`scalefit.laws` with ``est``: the class (and its
+    module) is looked up when a fit of the form ends, so that the registry's records do not
+    import every law module."""
+    cls: Callable[..., Law] = getattr(laws, name)
     return cls(**est)
 
 
 def _chinchilla_law(est: Mapping[str, float]) -> Law:
+    from ..laws import ChinchillaLaw
+
     return ChinchillaLaw(**{k: est[k] for k in ("E", "A", "B", "alpha", "beta")})
 
 
@@ -118,9 +115,9 @@ _LOSS_BOX = ([-50.0, -50.0, -20.0], [200.0, 200.0, 20.0])  # a, b, e of LSE form
 def _kaplan_single() -> list[Form]:
     out = []
     for suffix, column, xc, alpha, law in (
-        ("n", "params", "N_c", "alpha_N", KaplanParamsLaw),
-        ("d", "tokens", "D_c", "alpha_D", KaplanTokensLaw),
-        ("c", "flops", "C_c", "alpha_C", KaplanComputeLaw),
+        ("n", "params", "N_c", "alpha_N", "KaplanParamsLaw"),
+        ("d", "tokens", "D_c", "alpha_D", "KaplanTokensLaw"),
+        ("c", "flops", "C_c", "alpha_C", "KaplanComputeLaw"),
     ):
         for irr in (False, True):
             n = 3 if irr else 2
@@ -167,7 +164,7 @@ KAPLAN_ND = Form(
     models.grid_joint(),
     models.joint_model,
     models.joint_estimates,
-    functools.partial(_law_of, KaplanJointLaw),
+    functools.partial(_law_of, "KaplanJointLaw"),
     derive=models.joint_derived,
 )
 
@@ -181,7 +178,7 @@ OVERTRAINING = Form(
     models.grid_overtraining(),
     models.overtraining_model,
     models.overtraining_estimates,
-    functools.partial(_law_of, OvertrainingLaw),
+    functools.partial(_law_of, "OvertrainingLaw"),
     derive=models.overtraining_derived,
 )
 
@@ -195,7 +192,7 @@ DOWNSTREAM_ERROR = Form(
     models.grid_downstream(),
     models.downstream_model,
     models.downstream_estimates,
-    functools.partial(_law_of, DownstreamErrorLaw),
+    functools.partial(_law_of, "DownstreamErrorLaw"),
     target="error",
 )
 
@@ -209,7 +206,7 @@ DATA_CONSTRAINED = Form(
     np.empty((0, 7)),  # starts are made from the data (data_starts)
     constrained.constrained_model,
     constrained.constrained_estimates,
-    functools.partial(_law_of, DataConstrainedLaw),
+    functools.partial(_law_of, "DataConstrainedLaw"),
     grid_iterations=60,
     read=as_constrained_points,
     check=constrained.check_repeats,

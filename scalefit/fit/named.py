@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from .._names import LAW_NAMES  # defined there so that the CLI lists them without numpy
 from ..errors import FitError
-from .allocation import fit_envelope, fit_isoflop
-from .bootstrap import BootstrapMap
 from .forms import FORMS, check_form
 from .parametric import fit_form
 from .points import PointsLike
 from .result import LawFit
 from .settings import FitOptions, FitSettings
+
+if TYPE_CHECKING:
+    from .bootstrap import BootstrapMap
 
 __all__ = ["fit_named", "named_form"]
 
@@ -45,8 +46,12 @@ def fit_named(
     form = named_form(law, irreducible=irreducible)
     s = FitSettings.of(settings, **options)
     if form == "isoflop":
+        from .allocation import fit_isoflop  # approaches 1 and 2: not for the other forms
+
         return fit_isoflop(data, settings=s)
     if form == "envelope":
+        from .allocation import fit_envelope
+
         return fit_envelope(data, settings=s)
     return fit_form(data, check_form(form), s, bootstrap_map=bootstrap_map)
 

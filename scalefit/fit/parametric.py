@@ -11,18 +11,20 @@ faces.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 
 from .. import _optim
 from ..errors import FitError
-from .bootstrap import BootstrapMap, Resampling, refit_resamples
 from .forms import Form, check_form
 from .multistart import Optimum, search
 from .points import PointsLike, _Points, check_fittable
 from .result import LawFit, make_fit
 from .settings import FitOptions, FitSettings
+
+if TYPE_CHECKING:
+    from .bootstrap import BootstrapMap
 
 __all__ = ["fit_chinchilla", "fit_data_constrained", "fit_form", "fit_kaplan", "fit_law"]
 
@@ -66,6 +68,8 @@ def _samples(
 ) -> np.ndarray:
     """One row of estimates then derived quantities per bootstrap resample (NaN where the
     refit did not converge)."""
+    from .bootstrap import Resampling, refit_resamples  # only a fit with a bootstrap needs it
+
     how = Resampling(s.resample, s.n_bootstrap, s.rng(), s.bootstrap_jobs, bootstrap_map)
     thetas, converged = refit_resamples(
         obj, opt.theta, pts, (form.lower, form.upper), how, opt.diagnostics, opt.warnings

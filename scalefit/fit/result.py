@@ -17,9 +17,8 @@ import scalefit
 
 from .._json import finite
 from ..errors import FitError
-from ..laws import Allocation, Law, LossLaw, law_from_parameters
+from ..laws import Allocation, Law, LossLaw
 from ..schemas.vocabulary import PROCEDURES
-from .bootstrap import percentile_ci
 from .settings import check_confidence_level
 
 if TYPE_CHECKING:
@@ -154,6 +153,8 @@ class LawFit:
 
     def sample_laws(self) -> list[Law]:
         """One law per bootstrap resample (those that converged)."""
+        from ..laws import law_from_parameters  # it imports every law module
+
         names = [n for n in self.estimates if n in self.sample_names]
         cols = [self.sample_names.index(n) for n in names]
         return [
@@ -350,8 +351,11 @@ def make_fit(
     function (``stacklevel`` frames up: 3 when that function calls this one directly).
     """
     names = tuple(est) + tuple(derived)
-    ci = percentile_ci(samples, names, confidence_level) if samples.shape[0] else {}
+    ci: dict[str, tuple[float, float]] = {}
     if samples.shape[0]:
+        from .bootstrap import percentile_ci  # not imported by a fit without a bootstrap
+
+        ci = percentile_ci(samples, names, confidence_level)
         # A resample that could not be fitted is a row of NaN: counted and reported (the
         # intervals come from the others), never fatal.
         failed = int((~np.isfinite(samples[:, : len(est)])).any(axis=1).sum())

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeGuard, Unpack
 
 import numpy as np
 
@@ -39,7 +40,25 @@ GRID_ITERATIONS = 3
 3 as with 40; with 2 it certified a wrong basin (see ``benchmarks/RESULTS.md``). A form may
 set its own (:attr:`scalefit.fit.forms.Form.grid_iterations`)."""
 
-Seed = int | np.random.Generator | None
+if TYPE_CHECKING:
+    Seed: TypeAlias = int | np.random.Generator | None
+
+
+def __getattr__(name: str) -> Any:
+    # `Seed`, the type of the `seed` setting, made on first use: it names
+    # numpy.random.Generator, and numpy.random (~10 ms) is imported only by a bootstrap.
+    # The public classes spell it out, so that `typing.get_type_hints` resolves their
+    # annotations from the module's globals (it does not call this function).
+    if name == "Seed":
+        return int | np.random.Generator | None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_generator(seed: object) -> TypeGuard[np.random.Generator]:
+    """Whether ``seed`` is a :class:`numpy.random.Generator`, without importing
+    numpy.random (~10 ms) when nothing has: no generator exists before it is imported."""
+    random = sys.modules.get("numpy.random")
+    return random is not None and isinstance(seed, random.Generator)
 
 
 def _check_delta(delta: object) -> float:
@@ -68,7 +87,7 @@ def check_confidence_level(level: object) -> float:
 
 
 def _check_seed(seed: Seed) -> Seed:
-    if isinstance(seed, np.random.Generator) or seed is None:
+    if seed is None or _is_generator(seed):
         return seed
     if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
         return seed  # as given: it is recorded in the settings (and so in the fit id)
@@ -86,7 +105,7 @@ class FitOptions(TypedDict, total=False):
 
     delta: float
     n_bootstrap: int
-    seed: Seed
+    seed: int | np.random.Generator | None  # spelled out (not `Seed`): see __getattr__
     resample: str
     confidence_level: float
     bootstrap_jobs: int
@@ -129,7 +148,7 @@ class FitSettings:
 
     delta: float = 1e-3
     n_bootstrap: int = 0
-    seed: Seed = 0
+    seed: int | np.random.Generator | None = 0  # spelled out: see __getattr__
     resample: str = "points"
     confidence_level: float = 0.95
     bootstrap_jobs: int = 1
@@ -173,14 +192,14 @@ class FitSettings:
 
     def rng(self) -> np.random.Generator:
         """The bootstrap's generator: ``seed`` itself when it is one."""
-        if isinstance(self.seed, np.random.Generator):
+        if _is_generator(self.seed):
             return self.seed
         return np.random.default_rng(self.seed)
 
     @property
     def seed_setting(self) -> int | None:
         """The seed as recorded in a fit's settings (None for a generator)."""
-        return None if isinstance(self.seed, np.random.Generator) else self.seed
+        return None if _is_generator(self.seed) else self.seed  # type: ignore[return-value]
 
     def is_default(self, name: str) -> bool:
         """Whether field ``name`` has its default value."""

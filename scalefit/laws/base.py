@@ -156,7 +156,9 @@ class LawForm:
 
 
 REGISTRY: dict[str, LawForm] = {}
-"""Law form -> its record, filled by :func:`register` as the law modules are imported."""
+"""Law form -> its record, filled by :func:`register` as the law modules are imported (they
+load on first use: ``scalefit.laws.REGISTRY`` and ``scalefit.laws.law_from_parameters``
+import them all first)."""
 
 _L = TypeVar("_L", bound=type)
 
@@ -213,6 +215,7 @@ def law_from_parameters(form: str, parameters: dict[str, float]) -> Law:
 
     Examples
     --------
+    >>> from scalefit.laws import law_from_parameters  # every law form registered
     >>> law = law_from_parameters("chinchilla", {"E": 1.69, "A": 406.4, "B": 410.7,
     ...                                          "alpha": 0.34, "beta": 0.28})
     >>> law_from_parameters(law.form, law.parameters()) == law
