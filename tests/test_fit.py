@@ -558,6 +558,19 @@ def test_pruned_grid_finds_the_optimum_of_every_start_run_to_convergence(monkeyp
         assert fast.estimates[k] == pytest.approx(full.estimates[k], rel=1e-5)
 
 
+def test_hoffmann_grid_is_their_4500_starts_in_product_order():
+    import itertools
+
+    axes = (
+        [0, 5, 10, 15, 20, 25],
+        [0, 5, 10, 15, 20, 25],
+        [-1, -0.5, 0, 0.5, 1],
+        *[[0, 0.5, 1, 1.5, 2]] * 2,
+    )
+    want = np.array(list(itertools.product(*axes)), dtype=float)
+    np.testing.assert_array_equal(hoffmann_grid(), want)
+
+
 def test_the_screen_keeps_the_best_starts_by_objective_in_grid_order():
     pts = _as_points(chinchilla_data(0, n=50), need=FORMS["chinchilla"].needs)
     obj = _optim.HuberObjective(FORMS["chinchilla"].model(pts), np.log(pts.loss), 1e-3)
