@@ -177,20 +177,56 @@ class BatchRun:
 
     def certify(self, rows: Index) -> None:
         """The undamped Newton decrement on the free variables; computed once per point
-        (a rejected step leaves it unchanged). Directions with no curvature at all (a
-        term driven to zero, e.g. A -> 0 with alpha at its bound) are left out of the
-        decrement when their gradient is also negligible at the scale of the stiffest one."""
-        th, fi, gi, Hi = self.theta[rows], self.f[rows], self.g[rows], self.H[rows]
-        free = _free_mask(th, gi, self.lower, self.upper)
-        hd = np.abs(np.diagonal(Hi, axis1=1, axis2=2))
-        hmax = hd.max(axis=1, keepdims=True)
-        flat = (hd <= 1e-10 * hmax) & (gi * gi <= self.rtol * fi[:, None] * hmax + 1e-300)
-        dn, pd = _masked_solve(Hi, gi, free & ~flat)
-        di = np.where(pd, -0.5 * np.einsum("sp,sp->s", gi, np.where(free & ~flat, dn, 0.0)), np.inf)
+        (a rejected step leaves it unchanged). A row is certified when the Hessian there is
+        positive definite and the decrement within ``rtol * f`` (plus ``atol``).
+
+        A direction with next to no curvature (a term driven to zero, e.g. A -> 0 with
+        alpha at its bound) would make the Hessian singular: it is left out of the solve
+        only when the decrease it alone can still bring is itself within the tolerance
+        (:meth:`left_out`), and that decrease is added to the decrement. On a slope (``E ->
+        0``: along ``e = log E`` the gradient and the curvature both vanish like ``E``, but
+        not their ratio) the row is therefore not certified: it runs on until the parameter
+        converges or reaches the bound of the box, where :func:`_free_mask` pins it."""
+        gi, Hi = self.g[rows], self.H[rows]
+        tol = self.rtol * self.f[rows] + self.atol[rows]
+        free, gain, flat = self.left_out(rows, tol)
+        solved = free & ~flat
+        dn, pd = _masked_solve(Hi, gi, solved)
+        di = -0.5 * np.einsum("sp,sp->s", gi, np.where(solved, dn, 0.0))
+        di = np.where(pd, di + np.where(flat, gain, 0.0).sum(axis=1), np.inf)
         self.dec[rows] = di
-        done = pd & (di <= self.rtol * fi + self.atol[rows])
+        done = pd & (di <= tol)
         self.converged[rows[done]] = True
         self.active[rows[done]] = False
+
+    def left_out(self, rows: Index, tol: Array) -> tuple[Mask, Array, Mask]:
+        """For rows ``rows``: the free variables, each one's own gain (:meth:`own_gain`),
+        and which of them :meth:`certify` leaves out of the solve: curvature at most 1e-10
+        of the stiffest direction's and own gain within ``tol`` (a term dead with nothing
+        left to give; a gradient and a curvature that are both zero)."""
+        th, gi = self.theta[rows], self.g[rows]
+        free = _free_mask(th, gi, self.lower, self.upper)
+        hd = np.abs(np.diagonal(self.H[rows], axis1=1, axis2=2))
+        gain = self.own_gain(th, gi, hd, self.lower, self.upper)
+        flat = free & (hd <= 1e-10 * hd.max(axis=1, keepdims=True)) & (gain <= tol[:, None])
+        return free, gain, flat
+
+    @staticmethod
+    def own_gain(theta: Array, g: Array, h: Array, lower: Array, upper: Array) -> Array:
+        """How much each variable alone can still decrease the objective by its
+        one-dimensional quadratic model (gradient ``g``, curvature ``h >= 0``), downhill
+        from ``theta`` and within the box: ``g^2 / (2 h)`` (its own Newton decrement) where
+        the Newton step stays inside, else the model's decrease at the bound, ``|g| room -
+        h room^2 / 2`` (all of ``|g| room`` where there is no curvature); 0 where ``g`` is.
+        It is at most the Newton decrement of the whole free set where the Hessian is
+        positive definite (``g_j^2 / H_jj <= g^T H^-1 g``)."""
+        ag = np.abs(g)
+        room = np.maximum(np.where(g > 0, theta - lower, upper - theta), 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            inside = ag <= h * room  # the Newton step -g/h stays in (never where h = 0 < |g|)
+            newton = 0.5 * ag * (ag / np.where(inside & (h > 0), h, 1.0))
+            gain = np.where(inside, newton, ag * room - 0.5 * h * room * room)
+        return np.where(ag == 0, 0.0, gain)
 
     def damped_step(self, idx: Index) -> tuple[Array, Array, Mask, Array]:
         """Trial points of rows ``idx``: (trial, step, factorisation ok, damping used).
