@@ -193,23 +193,29 @@ class BatchRun:
         solved = free & ~flat
         dn, pd = _masked_solve(Hi, gi, solved)
         di = -0.5 * np.einsum("sp,sp->s", gi, np.where(solved, dn, 0.0))
-        di = np.where(pd, di + np.where(flat, gain, 0.0).sum(axis=1), np.inf)
+        if flat.any():
+            di += np.where(flat, gain, 0.0).sum(axis=1)
+        di = np.where(pd, di, np.inf)
         self.dec[rows] = di
         done = pd & (di <= tol)
         self.converged[rows[done]] = True
         self.active[rows[done]] = False
 
     def left_out(self, rows: Index, tol: Array) -> tuple[Mask, Array, Mask]:
-        """For rows ``rows``: the free variables, each one's own gain (:meth:`own_gain`),
-        and which of them :meth:`certify` leaves out of the solve: curvature at most 1e-10
-        of the stiffest direction's and own gain within ``tol`` (a term dead with nothing
-        left to give; a gradient and a curvature that are both zero)."""
+        """For rows ``rows``: the free variables, each one's own gain (:meth:`own_gain`;
+        computed only for the directions of next to no curvature, 0 elsewhere), and which of
+        them :meth:`certify` leaves out of the solve: curvature at most 1e-10 of the stiffest
+        direction's and own gain within ``tol`` (a term dead with nothing left to give; a
+        gradient and a curvature that are both zero)."""
         th, gi = self.theta[rows], self.g[rows]
         free = _free_mask(th, gi, self.lower, self.upper)
         hd = np.abs(np.diagonal(self.H[rows], axis1=1, axis2=2))
-        gain = self.own_gain(th, gi, hd, self.lower, self.upper)
-        flat = free & (hd <= 1e-10 * hd.max(axis=1, keepdims=True)) & (gain <= tol[:, None])
-        return free, gain, flat
+        soft = free & (hd <= 1e-10 * hd.max(axis=1, keepdims=True))
+        gain = np.zeros(gi.shape)
+        if soft.any():  # rarely: the gains only where they are needed
+            i, j = np.nonzero(soft)
+            gain[i, j] = self.own_gain(th[i, j], gi[i, j], hd[i, j], self.lower[j], self.upper[j])
+        return free, gain, soft & (gain <= tol[:, None])
 
     @staticmethod
     def own_gain(theta: Array, g: Array, h: Array, lower: Array, upper: Array) -> Array:
