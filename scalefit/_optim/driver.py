@@ -44,16 +44,17 @@ def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     s, p = g.shape
     Ht = np.ascontiguousarray(H.transpose(1, 2, 0))  # (P, P, S)
     ok = np.ones(s, dtype=bool)
+    # A pivot counts when above 1e-14 of its own diagonal entry (its rounding error is
+    # relative to that entry), whatever the other variables' scale: against the largest
+    # entry, a variable of tiny but well-determined curvature (e = log E, E -> 0) was
+    # taken for singular, and damped to steps of ~1/100 of Newton's.
+    tiny = 1e-14 * np.abs(np.diagonal(Ht)).T + 1e-300  # (P, S)
     L: list[list[Array]] = [[] for _ in range(p)]  # L[i][j], j <= i
     for j in range(p):
         v = Ht[j, j].copy()
         for m in range(j):
             v -= L[j][m] * L[j][m]
-        # A pivot counts when above 1e-14 of its own diagonal entry (its rounding error is
-        # relative to that entry), whatever the other variables' scale: against the largest
-        # entry, a variable of tiny but well-determined curvature (e = log E, E -> 0) was
-        # taken for singular, and damped to steps of ~1/100 of Newton's.
-        good = v > 1e-14 * np.abs(Ht[j, j]) + 1e-300
+        good = v > tiny[j]
         ok &= good
         ljj = np.sqrt(np.where(good, v, 1.0))
         L[j].append(ljj)
