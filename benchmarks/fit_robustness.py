@@ -15,9 +15,16 @@ fits above 1e-9, convergence flags that differ). Run the old engine with ``PYTHO
 pointing at its ``scalefit/`` (e.g. from ``git archive``) and ``--save``; ``--no-long`` skips
 the ``max_grid_iter=40`` runs when only that comparison is wanted.
 
+``--trials 23,29`` fits only those data sets. ``--show 23/chinchilla,29/kaplan_n_e`` prints
+the convergence certificate at those fits' end points (first cap): estimates, gradient, the
+Hessian's diagonal, each variable's own decrement ``g_j^2 / (2 H_jj)`` over the objective,
+which variables are pinned on a bound and which the certificate leaves out of the solve, the
+decrement.
+
 Usage::
 
     python benchmarks/fit_robustness.py [--caps 2,3,5,10] [--save F | --against F] [--no-long]
+        [--laws chinchilla,kaplan_n_e] [--trials 23,29] [--show TRIAL/FORM,...]
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from scalefit import _optim
+from scalefit._optim.driver import _free_mask
 from scalefit.fit import GRID_ITERATIONS, LawFit, fit_law, multistart
+from scalefit.fit.forms import REGISTRY
 
 LAWS = ("chinchilla", "kaplan_n_e", "kaplan_nd")
 
@@ -61,6 +71,34 @@ def exhaustive(data: pl.DataFrame, law: str) -> LawFit:
         return fit_law(data, law=law, max_grid_iter=40)
     finally:
         multistart.SCREEN_SHARE = share
+
+
+def show(key: str, data: pl.DataFrame, law: str, fit: LawFit) -> None:
+    """Print the certificate at ``fit``'s end point (see the module docstring)."""
+    form = REGISTRY[law]
+    pts = form.points(data)
+    obj = _optim.HuberObjective(form.model(pts), np.log(pts.loss), fit.settings["delta"])
+    theta = np.array([list(fit.diagnostics["theta"].values())])
+    run = _optim.BatchRun(
+        obj, theta, np.ones(obj.y.size), form.lower, form.upper, multistart.RTOL, None
+    )
+    f, g, h = run.f[0], run.g[0], np.diagonal(run.H[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = g * g / (2 * np.abs(h)) / f
+    left_out = getattr(run, "left_out", None)  # an older engine has no such method
+    flat = None if left_out is None else left_out(np.arange(1), run.rtol * run.f + run.atol)[2]
+    free = _free_mask(theta, run.g, form.lower, form.upper)[0]
+    names = form.theta_names
+    print(f"{key}: objective {f:.10e}, certified {fit.converged}, decrement/f {run.dec[0] / f:.3g}")
+    print("  estimates", {k: f"{v:.6g}" for k, v in fit.estimates.items()})
+    for j, name in enumerate(names):
+        out = "" if flat is None or not flat[0, j] else " left out"
+        out += "" if free[j] else " pinned"
+        print(
+            f"  {name:>14s} {theta[0, j]: .8g}  g {g[j]: .3e}  H_jj {h[j]: .3e}  "
+            f"g^2/(2 H_jj)/f {own[j]:.3g}{out}"
+        )
+    print("  on a bound:", fit.diagnostics["on_bound"])
 
 
 def compare(record: dict[str, dict], path: Path) -> None:
@@ -105,6 +143,8 @@ def main() -> None:
     ap.add_argument("--against", type=Path, help="compare the first cap's fits with these")
     ap.add_argument("--laws", default=",".join(LAWS), help="comma-separated forms to fit")
     ap.add_argument("--no-long", action="store_true", help="skip the max_grid_iter=40 runs")
+    ap.add_argument("--trials", default="", help="comma-separated data sets to fit (default all)")
+    ap.add_argument("--show", default="", help="trial/form fits whose certificate to print")
     args = ap.parse_args()
     caps = [int(c) for c in args.caps.split(",")]
     warnings.simplefilter("ignore")
@@ -114,7 +154,11 @@ def main() -> None:
     cpus = dict.fromkeys(caps, 0.0)
     t_long = cpu_long = 0.0
     record: dict[str, dict] = {}
+    to_show = set(filter(None, args.show.split(",")))
+    trials = {int(t) for t in args.trials.split(",") if t}
     for trial, data in enumerate(data_sets()):
+        if trials and trial not in trials:
+            continue
         for law in args.laws.split(","):
             long = None
             if not args.no_long:
@@ -133,6 +177,8 @@ def main() -> None:
                         "estimates": {k: float(v) for k, v in short.estimates.items()},
                         "converged": bool(short.converged),
                     }
+                    if f"{trial}/{law}" in to_show:
+                        show(f"{trial}/{law}", data, law, short)
                 if long is None:
                     continue
                 rel = (short.objective - long.objective) / long.objective

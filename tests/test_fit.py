@@ -624,8 +624,20 @@ def test_small_and_large_batches_solve_alike_and_flag_the_same_rows(monkeypatch)
     assert ok_fast.all() and ok_slow.all()
     np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.einsum("spq,sq->sp", H, fast), -g, atol=1e-10)
+    # Variables of curvatures 14 orders apart (e = log E with E -> 0 beside Chinchilla's a
+    # and alpha), well conditioned once scaled to a unit diagonal: every component to 1e-10.
+    scale = np.array([1e2, 1e1, 1e-5, 1.0, 3e1])
+    skew = H * scale[None, :, None] * scale[None, None, :]
+    monkeypatch.setattr(driver, "_LAPACK_ROWS", 64)
+    fast, ok_fast = driver._cholesky_solve(skew, g)
+    monkeypatch.setattr(driver, "_LAPACK_ROWS", 0)
+    slow, ok_slow = driver._cholesky_solve(skew, g)
+    assert ok_fast.all() and ok_slow.all()
+    np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=0)
+    slow = driver._cholesky_solve(H, g)[0]
     tiny_pivot = H.copy()
-    tiny_pivot[5] = np.diag([1.0, 2.0, 3.0, 4.0, 1e-14])  # definite, but a pivot below 1e-14 * 4
+    tiny_pivot[5] = np.eye(5)  # definite, but the second pivot is 2e-15 of its diagonal entry
+    tiny_pivot[5, 0, 1] = tiny_pivot[5, 1, 0] = 1.0 - 1e-15
     negative = tiny_pivot.copy()
     negative[2] = -negative[2]  # not positive definite: LAPACK refuses the whole batch
     for bad, refused in ((tiny_pivot, (5,)), (negative, (2, 5))):

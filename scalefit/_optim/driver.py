@@ -41,32 +41,46 @@ starts, the polish); from a few hundred rows the per-matrix calls cost more than
 :func:`_cholesky_solve`'s elementwise operations (measured: 900 rows 500 vs 245 us)."""
 
 
+def _lapack_solve(H: Array, g: Array) -> Array | None:
+    """``H d = -g`` by LAPACK for every row, or None unless every ``H`` is positive definite
+    by :func:`_cholesky_solve`'s test (every pivot above ``1e-14`` of its own diagonal
+    entry). LAPACK refuses the whole stack when one matrix is not positive definite."""
+    try:
+        pivots = np.diagonal(np.linalg.cholesky(H), axis1=1, axis2=2) ** 2
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(pivots > 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-300):
+        return None
+    return np.linalg.solve(H, -g[:, :, None])[:, :, 0]
+
+
 def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     """Solve ``H d = -g`` for every batch row by a Cholesky factorisation written out over
     the (at most a handful of) parameters, vectorised over rows; also says which ``H`` were
-    positive definite (pivots above ``1e-14`` of the largest diagonal entry; rows that were
+    positive definite (every pivot above ``1e-14`` of its own diagonal entry; rows that were
     not get ``d = 0``). A small batch whose matrices all are goes to LAPACK
     (:data:`_LAPACK_ROWS`): the same solution to rounding.
 
     Each matrix entry is held as one contiguous ``(S,)`` array: numpy reductions over a
     trailing axis of length 1-5 cost several times more than these elementwise operations."""
     s, p = g.shape
-    tiny = 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)).max(axis=1) + 1e-300
+    # A pivot counts when above 1e-14 of its own diagonal entry (its rounding error is
+    # relative to that entry), whatever the other variables' scale: against the largest
+    # entry, a variable of tiny but well-determined curvature (e = log E, E -> 0) was
+    # taken for singular, and damped to steps of ~1/100 of Newton's.
     if s <= _LAPACK_ROWS:
-        try:
-            pivots = np.diagonal(np.linalg.cholesky(H), axis1=1, axis2=2) ** 2
-        except np.linalg.LinAlgError:  # some matrix is not positive definite
-            pivots = None
-        if pivots is not None and np.all(pivots > tiny[:, None]):
-            return np.linalg.solve(H, -g[:, :, None])[:, :, 0], np.ones(s, dtype=bool)
+        d = _lapack_solve(H, g)
+        if d is not None:
+            return d, np.ones(s, dtype=bool)
     Ht = np.ascontiguousarray(H.transpose(1, 2, 0))  # (P, P, S)
     ok = np.ones(s, dtype=bool)
+    tiny = 1e-14 * np.abs(np.diagonal(Ht)).T + 1e-300  # (P, S)
     L: list[list[Array]] = [[] for _ in range(p)]  # L[i][j], j <= i
     for j in range(p):
         v = Ht[j, j].copy()
         for m in range(j):
             v -= L[j][m] * L[j][m]
-        good = v > tiny
+        good = v > tiny[j]
         ok &= good
         ljj = np.sqrt(np.where(good, v, 1.0))
         L[j].append(ljj)
@@ -190,20 +204,62 @@ class BatchRun:
 
     def certify(self, rows: Index) -> None:
         """The undamped Newton decrement on the free variables; computed once per point
-        (a rejected step leaves it unchanged). Directions with no curvature at all (a
-        term driven to zero, e.g. A -> 0 with alpha at its bound) are left out of the
-        decrement when their gradient is also negligible at the scale of the stiffest one."""
-        th, fi, gi, Hi = self.theta[rows], self.f[rows], self.g[rows], self.H[rows]
-        free = _free_mask(th, gi, self.lower, self.upper)
-        hd = np.abs(np.diagonal(Hi, axis1=1, axis2=2))
-        hmax = hd.max(axis=1, keepdims=True)
-        flat = (hd <= 1e-10 * hmax) & (gi * gi <= self.rtol * fi[:, None] * hmax + 1e-300)
-        dn, pd = _masked_solve(Hi, gi, free & ~flat)
-        di = np.where(pd, -0.5 * np.einsum("sp,sp->s", gi, np.where(free & ~flat, dn, 0.0)), np.inf)
+        (a rejected step leaves it unchanged). A row is certified when the Hessian there is
+        positive definite and the decrement within ``rtol * f`` (plus ``atol``).
+
+        A direction with next to no curvature (a term driven to zero, e.g. A -> 0 with
+        alpha at its bound) would make the Hessian singular: it is left out of the solve
+        only when the decrease it alone can still bring is itself within the tolerance
+        (:meth:`left_out`), and that decrease is added to the decrement. On a slope (``E ->
+        0``: along ``e = log E`` the gradient and the curvature both vanish like ``E``, but
+        not their ratio) the row is therefore not certified: it runs on until the parameter
+        converges or reaches the bound of the box, where :func:`_free_mask` pins it."""
+        gi, Hi = self.g[rows], self.H[rows]
+        tol = self.rtol * self.f[rows] + self.atol[rows]
+        free, gain, flat = self.left_out(rows, tol)
+        solved = free & ~flat
+        dn, pd = _masked_solve(Hi, gi, solved)
+        di = -0.5 * np.einsum("sp,sp->s", gi, np.where(solved, dn, 0.0))
+        if flat.any():
+            di += np.where(flat, gain, 0.0).sum(axis=1)
+        di = np.where(pd, di, np.inf)
         self.dec[rows] = di
-        done = pd & (di <= self.rtol * fi + self.atol[rows])
+        done = pd & (di <= tol)
         self.converged[rows[done]] = True
         self.active[rows[done]] = False
+
+    def left_out(self, rows: Index, tol: Array) -> tuple[Mask, Array, Mask]:
+        """For rows ``rows``: the free variables, each one's own gain (:meth:`own_gain`;
+        computed only for the directions of next to no curvature, 0 elsewhere), and which of
+        them :meth:`certify` leaves out of the solve: curvature at most 1e-10 of the stiffest
+        direction's and own gain within ``tol`` (a term dead with nothing left to give; a
+        gradient and a curvature that are both zero)."""
+        th, gi = self.theta[rows], self.g[rows]
+        free = _free_mask(th, gi, self.lower, self.upper)
+        hd = np.abs(np.diagonal(self.H[rows], axis1=1, axis2=2))
+        soft = free & (hd <= 1e-10 * hd.max(axis=1, keepdims=True))
+        gain = np.zeros(gi.shape)
+        if soft.any():  # rarely: the gains only where they are needed
+            i, j = np.nonzero(soft)
+            gain[i, j] = self.own_gain(th[i, j], gi[i, j], hd[i, j], self.lower[j], self.upper[j])
+        return free, gain, soft & (gain <= tol[:, None])
+
+    @staticmethod
+    def own_gain(theta: Array, g: Array, h: Array, lower: Array, upper: Array) -> Array:
+        """How much each variable alone can still decrease the objective by its
+        one-dimensional quadratic model (gradient ``g``, curvature ``h >= 0``), downhill
+        from ``theta`` and within the box: ``g^2 / (2 h)`` (its own Newton decrement) where
+        the Newton step stays inside, else the model's decrease at the bound, ``|g| room -
+        h room^2 / 2`` (all of ``|g| room`` where there is no curvature); 0 where ``g`` is.
+        It is at most the Newton decrement of the whole free set where the Hessian is
+        positive definite (``g_j^2 / H_jj <= g^T H^-1 g``)."""
+        ag = np.abs(g)
+        room = np.maximum(np.where(g > 0, theta - lower, upper - theta), 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            inside = ag <= h * room  # the Newton step -g/h stays in (never where h = 0 < |g|)
+            newton = 0.5 * ag * (ag / np.where(inside & (h > 0), h, 1.0))
+            gain = np.where(inside, newton, ag * room - 0.5 * h * room * room)
+        return np.where(ag == 0, 0.0, gain)
 
     def damped_step(self, idx: Index) -> tuple[Array, Array, Mask, Array]:
         """Trial points of rows ``idx``: (trial, step, factorisation ok, damping used).
