@@ -51,7 +51,8 @@ def _lapack_solve(H: Array, g: Array) -> Array | None:
         return None
     if not np.all(pivots > 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-300):
         return None
-    return np.linalg.solve(H, -g[:, :, None])[:, :, 0]
+    out: Array = np.linalg.solve(H, -g[:, :, None])[:, :, 0].astype(np.float64, copy=False)
+    return out
 
 
 def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
@@ -69,9 +70,9 @@ def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     # entry, a variable of tiny but well-determined curvature (e = log E, E -> 0) was
     # taken for singular, and damped to steps of ~1/100 of Newton's.
     if s <= _LAPACK_ROWS:
-        d = _lapack_solve(H, g)
-        if d is not None:
-            return d, np.ones(s, dtype=bool)
+        fast = _lapack_solve(H, g)
+        if fast is not None:
+            return fast, np.ones(s, dtype=bool)
     Ht = np.ascontiguousarray(H.transpose(1, 2, 0))  # (P, P, S)
     ok = np.ones(s, dtype=bool)
     tiny = 1e-14 * np.abs(np.diagonal(Ht)).T + 1e-300  # (P, S)
