@@ -323,7 +323,7 @@ class BatchRun:
         near = self.dec[idx] <= 100 * self.rtol * fi + self.atol[idx]
         self.converged[idx[stuck & near]] = True
         self.active[idx[give_up]] = False
-        self.fuse = (
+        self.fuse = bool(
             np.count_nonzero(acc) >= _FUSE_ACCEPTED * acc.size
             or idx.size * self.obj.y.size <= _BLOCK_CELLS
         )
