@@ -62,6 +62,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import names, serve
 from .._names import LAW_NAMES
 
 if TYPE_CHECKING:
@@ -121,16 +122,14 @@ _SUBMODULES = (
 def __getattr__(name: str) -> Any:
     # A public name (then kept here), or a submodule by its name (`scalefit.fit.forms`).
     if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
+        return serve(globals(), _LAZY[name], name)
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return names(globals(), __all__)
 
 
 __all__ = [

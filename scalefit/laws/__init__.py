@@ -22,6 +22,7 @@ import _thread
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import names, serve
 from . import base
 from .base import Allocation, FittedLaw, FloatArray, Law, LawForm, LossLaw
 from .formulas import (
@@ -136,9 +137,7 @@ def __getattr__(name: str) -> Any:
     # Public names served on first use (then kept here): a law module's names (`_LAZY`),
     # the whole registry (`_WHOLE_REGISTRY`), or a submodule by its name.
     if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
+        return serve(globals(), _LAZY[name], name)
     if name in _WHOLE_REGISTRY:
         _register_all()
         return globals()[name]
@@ -148,7 +147,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return names(globals(), __all__)
 
 
 __all__ = [
