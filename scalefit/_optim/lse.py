@@ -129,6 +129,7 @@ class LSEAffineModel:
         on disjoint parameters adds nothing to the damping scale's diagonal."""
         iu, ju = self._tri
         nz = [np.any(self.J[:, j, :] != 0, axis=0) for j in range(k)]
+        self._term_params = [np.flatnonzero(z) for z in nz]  # the parameters of each term
         self._cols1 = [np.flatnonzero(np.concatenate([z, z[iu] & z[ju]])) for z in nz]
         self._cols2 = [
             np.flatnonzero((nz[i][iu] & nz[j][ju]) | (nz[j][iu] & nz[i][ju]))
@@ -350,8 +351,7 @@ class LSEAffineModel:
         exponent is beyond +-700 (the sum would overflow or underflow unshifted)."""
         s = theta.shape[0]
         n, k, _ = self.J.shape
-        cols = [np.flatnonzero(np.any(Jk != 0, axis=1)) for Jk in self._Jk]
-        distinct = [first_of_equal_rows(theta[:, c]) for c in cols]
+        distinct = [first_of_equal_rows(theta[:, c]) for c in self._term_params]
         n_distinct = sum(first.size for first, _ in distinct)
         if n_distinct > s // 2:
             return None
