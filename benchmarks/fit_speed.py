@@ -212,7 +212,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="CSV with params, tokens, loss (default synthetic)")
     ap.add_argument("--reference-starts", type=int, default=150)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="which random grid starts the references run (not the data: synthetic seed 0)",
+    )
     args = ap.parse_args()
 
     data = pl.read_csv(args.data) if args.data else synthetic()
