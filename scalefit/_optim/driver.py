@@ -41,15 +41,24 @@ starts, the polish); from a few hundred rows the per-matrix calls cost more than
 :func:`_cholesky_solve`'s elementwise operations (measured: 900 rows 500 vs 245 us)."""
 
 
+def _pivot_floor(diag: Array) -> Array:
+    """The least a Cholesky pivot may be and count as positive: ``1e-14`` of its own diagonal
+    entry (its rounding error is relative to that entry), whatever the other variables'
+    scale. Against the largest entry, a variable of tiny but well-determined curvature
+    (``e = log E``, ``E -> 0``) was taken for singular and damped to ~1/100 of Newton's
+    steps. One test for both of :func:`_cholesky_solve`'s paths."""
+    return 1e-14 * np.abs(diag) + 1e-300
+
+
 def _lapack_solve(H: Array, g: Array) -> Array | None:
     """``H d = -g`` by LAPACK for every row, or None unless every ``H`` is positive definite
-    by :func:`_cholesky_solve`'s test (every pivot above ``1e-14`` of its own diagonal
-    entry). LAPACK refuses the whole stack when one matrix is not positive definite."""
+    by :func:`_pivot_floor`'s test (LAPACK refuses the whole stack when one matrix is not
+    positive definite)."""
     try:
         pivots = np.diagonal(np.linalg.cholesky(H), axis1=1, axis2=2) ** 2
     except np.linalg.LinAlgError:
         return None
-    if not np.all(pivots > 1e-14 * np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-300):
+    if not np.all(pivots > _pivot_floor(np.diagonal(H, axis1=1, axis2=2))):
         return None
     out: Array = np.linalg.solve(H, -g[:, :, None])[:, :, 0].astype(np.float64, copy=False)
     return out
@@ -65,17 +74,13 @@ def _cholesky_solve(H: Array, g: Array) -> tuple[Array, Mask]:
     Each matrix entry is held as one contiguous ``(S,)`` array: numpy reductions over a
     trailing axis of length 1-5 cost several times more than these elementwise operations."""
     s, p = g.shape
-    # A pivot counts when above 1e-14 of its own diagonal entry (its rounding error is
-    # relative to that entry), whatever the other variables' scale: against the largest
-    # entry, a variable of tiny but well-determined curvature (e = log E, E -> 0) was
-    # taken for singular, and damped to steps of ~1/100 of Newton's.
     if s <= _LAPACK_ROWS:
         fast = _lapack_solve(H, g)
         if fast is not None:
             return fast, np.ones(s, dtype=bool)
     Ht = np.ascontiguousarray(H.transpose(1, 2, 0))  # (P, P, S)
     ok = np.ones(s, dtype=bool)
-    tiny = 1e-14 * np.abs(np.diagonal(Ht)).T + 1e-300  # (P, S)
+    tiny = _pivot_floor(np.diagonal(Ht)).T  # (P, S)
     L: list[list[Array]] = [[] for _ in range(p)]  # L[i][j], j <= i
     for j in range(p):
         v = Ht[j, j].copy()
