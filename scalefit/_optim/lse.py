@@ -43,6 +43,20 @@ def _constant_term(J: Array, c: Array) -> int | None:
     return None
 
 
+def _term_coefficients(J: Array) -> tuple[int, ...]:
+    """Each term's log-coefficient, where it has one: the parameter that enters that term
+    alone, with slope 1 at every point (``a``, ``b`` and ``e`` of Chinchilla's ``LSE(a -
+    alpha log N, b - beta log D, e)``), in term order."""
+    out = []
+    for k in range(J.shape[1]):
+        others = np.delete(J, k, axis=1)
+        for j in range(J.shape[2]):
+            if np.all(J[:, k, j] == 1.0) and not np.any(others[:, :, j]):
+                out.append(j)
+                break
+    return tuple(out)
+
+
 class LSEAffineModel:
     """``log L_hat_i = LSE_k(z_ik)`` with ``z_ik = J[i, k, :] @ theta + c[i, k]``.
 
@@ -67,6 +81,9 @@ class LSEAffineModel:
         self._ck = [np.ascontiguousarray(self.c[:, j]) for j in range(k)]
         self._c_zero = [not ck.any() for ck in self._ck]
         self._const = _constant_term(self.J, self.c)
+        self.term_coefficients = _term_coefficients(self.J)
+        """Each term's log-coefficient (:func:`_term_coefficients`): at the lower bound of
+        its box the term is negligible, which gives the law without that term."""
         # Only the upper triangle of symmetric matrices is computed.
         self._tri = np.triu_indices(p)
         self._pairs = [(a, b) for a in range(k) for b in range(a, k)]
