@@ -84,7 +84,11 @@ def test_a_crawl_towards_E_zero_ends_certified_on_the_bound(
     assert got.converged
     assert got.diagnostics["refit_without_term"] == "e"
     assert got.diagnostics["on_bound"] == ["e"]
-    assert any("refitting without the term of e" in w for w in got.warnings)
+    assert got.diagnostics["refit_gain"] > 1e-6
+    assert any(
+        "refitting without the term of e" in w and "lower (relative objective)" in w
+        for w in got.warnings
+    )
     theta = np.array(list(got.diagnostics["theta"].values()))
     assert theta[2] == CHIN.lower[2]
     g, ratio, f = kkt(data, theta)
@@ -107,6 +111,8 @@ def test_two_terms_become_one_certified_without_one_of_them(
     assert got.converged
     assert got.diagnostics["refit_without_term"] == "b"
     assert sorted(got.diagnostics["on_bound"]) == ["b", "beta"]
+    assert abs(got.diagnostics["refit_gain"]) <= 1e-9
+    assert any("the data do not determine the term of b" in w for w in got.warnings)
     no_probe(monkeypatch)
     plain = fit(data)
     assert plain.diagnostics["theta"]["beta"] == 0.0

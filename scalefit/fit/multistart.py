@@ -261,9 +261,13 @@ def solve_grid(
     res = _optim.minimize_batch(
         obj, runs.theta[i : i + 1], w, space.lower, space.upper, max_iter=_POLISH_ITER, rtol=RTOL
     )
+    f_search = float(res.objective[0])
     res, dropped = _drop_terms(space, obj, res, w)
     diag = _spread(space, runs, basins, int(starts.shape[0]), int(run.shape[0]), max_iter)
     diag["refit_without_term"] = None if dropped is None else space.theta_names[dropped]
+    diag["refit_gain"] = (
+        None if dropped is None else (f_search - float(res.objective[0])) / max(f_search, 1e-300)
+    )
     return res, diag
 
 
@@ -325,6 +329,22 @@ def _drop_terms(
     return _row(probe, k - 1), found[k - 1][0]
 
 
+def _refit_warning(name: str, gain: float) -> str:
+    """What :func:`_drop_terms` did, for the fit's warnings: where the objective did not move
+    (to 1e-9), the data cannot tell the law from the one without that term."""
+    head = (
+        "the best point of the multi-start search was not certified; this fit was reached by "
+        f"refitting without the term of {name} (held at the lower bound of the box), then "
+        "with it free again"
+    )
+    if gain <= 1e-9:
+        return (
+            f"{head}, at the same objective (to 1e-9): the data do not determine the term of "
+            f"{name}, and this is the fit that does without it"
+        )
+    return f"{head}, {gain:.2g} lower (relative objective)"
+
+
 @dataclass
 class Optimum:
     """The certified optimum of a multi-start search, with what was found about it."""
@@ -351,11 +371,7 @@ def search(
             f"{best.decrement[0]:.3g} vs objective {best.objective[0]:.3g})"
         )
     if diag["refit_without_term"] is not None:
-        warns.append(
-            "the best point of the multi-start search was not certified; this fit was reached "
-            f"by refitting without the term of {diag['refit_without_term']} (held at the "
-            "lower bound of the box), then with it free again"
-        )
+        warns.append(_refit_warning(diag["refit_without_term"], diag["refit_gain"]))
     on_bound = [space.theta_names[j] for j in np.flatnonzero(best.at_bound[0])]
     if on_bound:
         warns.append(f"parameter(s) {', '.join(on_bound)} ended on a bound of the search box")
