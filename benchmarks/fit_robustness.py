@@ -89,7 +89,8 @@ def show(key: str, data: pl.DataFrame, law: str, fit: LawFit) -> None:
     flat = None if left_out is None else left_out(np.arange(1), run.rtol * run.f + run.atol)[2]
     free = _free_mask(theta, run.g, form.lower, form.upper)[0]
     names = form.theta_names
-    print(f"{key}: objective {f:.10e}, certified {fit.converged}, decrement/f {run.dec[0] / f:.3g}")
+    dec = run.result().decrement[0]  # exact (the certificate may keep only a bound)
+    print(f"{key}: objective {f:.10e}, certified {fit.converged}, decrement/f {dec / f:.3g}")
     print("  estimates", {k: f"{v:.6g}" for k, v in fit.estimates.items()})
     for j, name in enumerate(names):
         out = "" if flat is None or not flat[0, j] else " left out"
