@@ -85,6 +85,9 @@ def test_a_crawl_towards_E_zero_ends_certified_on_the_bound(
     assert got.diagnostics["refit_without_term"] == "e"
     assert got.diagnostics["on_bound"] == ["e"]
     assert got.diagnostics["refit_gain"] > 1e-6
+    # No start of the grid reached this point; the next basin is a certified end point.
+    assert got.diagnostics["n_best_basin"] == 0
+    assert got.diagnostics["second_best_objective"] > got.objective * (1 + 1e-6)
     assert any(
         "refitting without the term of e" in w and "lower (relative objective)" in w
         for w in got.warnings
@@ -112,6 +115,8 @@ def test_two_terms_become_one_certified_without_one_of_them(
     assert got.diagnostics["refit_without_term"] == "b"
     assert sorted(got.diagnostics["on_bound"]) == ["b", "beta"]
     assert abs(got.diagnostics["refit_gain"]) <= 1e-9
+    assert got.diagnostics["n_best_basin"] == 0
+    assert abs(got.diagnostics["second_best_relative_gap"]) <= 1e-9  # the same objective
     assert any("the data do not determine the term of b" in w for w in got.warnings)
     no_probe(monkeypatch)
     plain = fit(data)

@@ -92,6 +92,16 @@ class _Runs:
     abandoned: NDArray[np.bool_]
     n_merged: int = 0
 
+    def add(self, theta: np.ndarray, f: float, conv: bool) -> int:
+        """A row that no start stands for (count 0): a point found otherwise; its index."""
+        self.theta = np.vstack([self.theta, theta[None]])
+        self.f = np.append(self.f, f)
+        self.conv = np.append(self.conv, conv)
+        self.count = np.append(self.count, 0.0)
+        self.keep = np.append(self.keep, True)
+        self.abandoned = np.append(self.abandoned, False)
+        return self.f.size - 1
+
     def merge(self, rows: np.ndarray) -> np.ndarray:
         """Merge coinciding ``rows``; the representatives (the others stop being kept)."""
         c = self.count[rows]
@@ -261,9 +271,19 @@ def solve_grid(
     res = _optim.minimize_batch(
         obj, runs.theta[i : i + 1], w, space.lower, space.upper, max_iter=_POLISH_ITER, rtol=RTOL
     )
-    f_search = float(res.objective[0])
-    res, dropped = _drop_terms(space, obj, res, w)
+    polished = res
+    res, dropped = _drop_terms(space, obj, polished, w)
+    if dropped is not None:
+        # The fit is a point that no start reached: it leads the basins (with no start in
+        # it, unless some ended there), and the search's best, polished, follows.
+        runs.theta[i], runs.f[i] = polished.theta[0], polished.objective[0]
+        runs.conv[i] = polished.converged[0]
+        new = runs.add(res.theta[0], float(res.objective[0]), bool(res.converged[0]))
+        basins = _ranked_basins(runs)
+        lead = [k for k, b in enumerate(basins) if new in b]
+        basins.insert(0, basins.pop(lead[0]) if lead else np.array([new]))
     diag = _spread(space, runs, basins, int(starts.shape[0]), int(run.shape[0]), max_iter)
+    f_search = float(polished.objective[0])
     diag["refit_without_term"] = None if dropped is None else space.theta_names[dropped]
     diag["refit_gain"] = (
         None if dropped is None else (f_search - float(res.objective[0])) / max(f_search, 1e-300)
