@@ -4,7 +4,8 @@ The objective is evaluated at every start of a grid and the best fifth of them (
 of at most 256) are run at once as a numpy batch by the damped Newton engine
 (:mod:`scalefit._optim`) for a few iterations; rows whose iterates coincide are merged; the
 promising unfinished ones are run to certified convergence in rounds; the end points are
-grouped into basins; the best is polished to certified convergence. :func:`search` then
+grouped into basins; the best is polished to certified convergence (where it cannot be,
+the law is refitted without each of its terms in turn: :func:`_drop_terms`). :func:`search` then
 analyses the optimum: convergence, bound hits, identifiability (:mod:`.diagnostics`), and
 records the basin spread (how many starts reached the best basin, the next basin's
 objective and estimates).
@@ -256,7 +257,8 @@ def solve_grid(
 ) -> tuple[_optim.BatchResult, dict[str, Any]]:
     """Screen the starts by their objective (:func:`_screen`), run the rest as one batch for
     ``max_iter`` iterations, continue the promising ones to certified convergence, group the
-    end points into basins and polish the best.
+    end points into basins and polish the best; if the polished point is not certified,
+    refit without each term in turn (:func:`_drop_terms`).
 
     Counts are kept per representative, so the diagnostics count starts, not rows:
     ``n_best_basin`` is the number of starts whose path ended in the best basin. Of the
@@ -306,7 +308,7 @@ def _drop_terms(
     log-coefficient held at the lower bound of the box, where the term is negligible),
     fitted from that point; each nested fit at least as low as ``best`` is then released
     (the term free to grow back) and polished. The lowest objective wins, and at an
-    objective equal to ``1e-9`` a certified point wins. Returns it and the coefficient of
+    objective equal within ``1e-9`` a certified point wins. Returns it and the coefficient of
     the term its probe started without (None: ``best`` itself).
 
     A fit heading for ``E -> 0`` along a curved valley (``B`` with ``beta -> 0`` standing in
