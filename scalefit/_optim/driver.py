@@ -248,12 +248,12 @@ class BatchRun:
         self.exact[rows] = ~far
         if far.all():
             return
-        near = np.flatnonzero(~far)
-        di, pd = self._decrement(rows[near], solved[near], gain[near], flat[near])
-        self.dec[rows[near]] = di
-        done = pd & (di <= tol[near])
-        self.converged[rows[near[done]]] = True
-        self.active[rows[near[done]]] = False
+        rest = np.flatnonzero(~far)
+        di, pd = self._decrement(rows[rest], solved[rest], gain[rest], flat[rest])
+        self.dec[rows[rest]] = di
+        done = pd & (di <= tol[rest])
+        self.converged[rows[rest[done]]] = True
+        self.active[rows[rest[done]]] = False
 
     def _decrement(self, rows: Index, solved: Mask, gain: Array, flat: Mask) -> tuple[Array, Mask]:
         """The decrement of rows ``rows`` (``inf`` where the Hessian on the solved variables

@@ -270,11 +270,11 @@ def solve_grid(
     _continue(space, obj, runs, w)
     basins = _ranked_basins(runs)
     i = int(basins[0][0])
-    res = _optim.minimize_batch(
+    polished = _optim.minimize_batch(
         obj, runs.theta[i : i + 1], w, space.lower, space.upper, max_iter=_POLISH_ITER, rtol=RTOL
     )
-    polished = res
     res, dropped = _drop_terms(space, obj, polished, w)
+    refit: dict[str, Any] = {"refit_without_term": None, "refit_gain": None}
     if dropped is not None:
         # The fit is a point that no start reached: it leads the basins (with no start in
         # it, unless some ended there), and the search's best, polished, follows.
@@ -284,12 +284,13 @@ def solve_grid(
         basins = _ranked_basins(runs)
         lead = [k for k, b in enumerate(basins) if new in b]
         basins.insert(0, basins.pop(lead[0]) if lead else np.array([new]))
+        f_search = float(polished.objective[0])
+        refit = {
+            "refit_without_term": space.theta_names[dropped],
+            "refit_gain": (f_search - float(res.objective[0])) / max(f_search, 1e-300),
+        }
     diag = _spread(space, runs, basins, int(starts.shape[0]), int(run.shape[0]), max_iter)
-    f_search = float(polished.objective[0])
-    diag["refit_without_term"] = None if dropped is None else space.theta_names[dropped]
-    diag["refit_gain"] = (
-        None if dropped is None else (f_search - float(res.objective[0])) / max(f_search, 1e-300)
-    )
+    diag.update(refit)
     return res, diag
 
 
